@@ -1,0 +1,41 @@
+# Two commands on a fresh clone: `make run` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DATA ?= data/demo
+
+.PHONY: install run test test-fast lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The longest real path that exists today: synthesise a data set, prepare it into shards, inspect it.
+run: $(STAMP)
+	$(VENV)/bin/medklip data prepare --source "synthetic://2000?seed=0" --out $(DATA)
+	$(VENV)/bin/medklip data inspect $(DATA)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP)
+	$(PY) benchmarks/loader.py
+
+clean:
+	rm -rf $(DATA) .pytest_cache .ruff_cache

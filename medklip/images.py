@@ -1,0 +1,105 @@
+"""Decoding radiographs of any format and bit depth into 8-bit grayscale arrays.
+
+Used by `prepare` (once per image, when building shards) and by `predict` (per request). Every failure is a
+`BadImage` with a short reason, so callers can skip and count instead of crashing.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+MIN_SIDE = 64  # smaller images carry no usable anatomy
+MAX_PIXELS = 400_000_000  # above this we refuse to decode (a 20k x 20k image is ~400 MP)
+
+
+class BadImage(ValueError):
+    """An image that cannot be used; `reason` is a short machine-friendly phrase."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def _to_grayscale_uint8(image: Image.Image) -> np.ndarray:
+    """Any PIL mode -> (H, W) uint8, windowing high-bit-depth images to their own intensity range."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # 12/16-bit radiographs rarely use the full range; stretch the 0.5-99.5 percentile window to 0..255.
+        pixels = np.asarray(image, dtype=np.float32)
+        lo, hi = np.percentile(pixels, [0.5, 99.5])
+        if hi <= lo:
+            hi = lo + 1.0
+        return (np.clip((pixels - lo) / (hi - lo), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode == "CMYK":
+        image = image.convert("RGB")
+    if image.mode != "L":
+        # RGB, RGBA, LA, P, 1, YCbCr, ...: the alpha channel is dropped; colour is luminance-weighted.
+        image = image.convert("L")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def decode_image(data: bytes, short_side: int | None = None, min_side: int = MIN_SIDE) -> np.ndarray:
+    """Decodes image bytes to an (H, W) uint8 grayscale array, optionally resized.
+
+    Args:
+        data: the encoded file (PNG, JPEG, TIFF, BMP, ...).
+        short_side: if given, resize so the shorter side has this many pixels (aspect ratio kept).
+        min_side: images whose shorter side is below this are rejected as "tiny".
+
+    Returns:
+        (H, W) uint8 array.
+
+    Raises:
+        BadImage: empty, not an image, truncated, tiny or too large.
+    """
+    if not data:
+        raise BadImage("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            previous_limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            try:
+                image = Image.open(io.BytesIO(data))
+                width, height = image.size
+                if min(width, height) < min_side:
+                    raise BadImage("tiny image", f"{width}x{height} < {min_side} px")
+                if short_side is not None and image.format == "JPEG":
+                    # JPEG can decode at 1/2, 1/4, 1/8 scale directly: much faster for large radiographs.
+                    scale = short_side / min(width, height)
+                    image.draft("L", (round(width * scale), round(height * scale)))
+                image.load()
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous_limit
+            image = ImageOps.exif_transpose(image)
+    except BadImage:
+        raise
+    except UnidentifiedImageError as error:
+        raise BadImage("not an image", str(error)) from error
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise BadImage("too large", str(error)) from error
+    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt streams
+        raise BadImage("corrupt or truncated", str(error)) from error
+    pixels = _to_grayscale_uint8(image)
+    if short_side is not None:
+        pixels = resize_short_side(pixels, short_side)
+    return pixels
+
+
+def resize_short_side(pixels: np.ndarray, short_side: int) -> np.ndarray:
+    """Resizes an (H, W) uint8 array so its shorter side is `short_side` (bilinear with antialiasing)."""
+    height, width = pixels.shape
+    scale = short_side / min(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if size == (width, height):
+        return pixels
+    resized = Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(resized, dtype=np.uint8)

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over the `medklip` library and the job launchers."""

@@ -1,0 +1,43 @@
+"""Helpers for tests: small images and report folders built on the fly."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def radiograph(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth uint8 test image with structure (not a flat field), so resizing and windowing are observable."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = 128 + 60 * np.sin(x / 17.0) * np.cos(y / 23.0) + rng.normal(0, 5, (height, width))
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def write_reports(folder: Path, rows: list[dict], columns=("id", "image", "findings", "impression")) -> Path:
+    path = folder / "reports.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({column: row.get(column, "") for column in columns})
+    return path
+
+
+GOOD_REPORT = {"findings": "Heart size is normal. Lungs are clear.", "impression": "No acute process."}
+
+
+def write_clean_folder(folder: Path, n: int, size: tuple[int, int] = (280, 256)) -> Path:
+    """n good images with distinct reports."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        Image.fromarray(radiograph(*size, seed=i)).save(folder / f"images/{i:04d}.png")
+        rows.append(
+            {"id": f"case{i:04d}", "image": f"images/{i:04d}.png", "findings": f"Finding {i}.", "impression": ""}
+        )
+    write_reports(folder, rows)
+    return folder

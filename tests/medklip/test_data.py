@@ -1,0 +1,111 @@
+"""The prepared-data Dataset, batched augmentation and loaders (single process and DistributedSampler)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medklip.augment import AugmentConfig, WarpParams, full_view, sample_params, warp_batch
+from medklip.data import CXRDataset, PreparedData, make_loader
+from medklip.prepare import PrepareConfig, prepare
+from tests.helpers import radiograph, write_clean_folder
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> PreparedData:
+    root = tmp_path_factory.mktemp("data")
+    write_clean_folder(root / "source", 40)
+    prepare(f"folder://{root / 'source'}", root / "prepared", PrepareConfig(workers=1, val_fraction=0.2))
+    return PreparedData(root / "prepared")
+
+
+def test_full_view_is_a_plain_resize():
+    image = radiograph(256, 300)
+    warped = warp_batch([image], [full_view(*image.shape)], 224)
+    reference = F.interpolate(torch.from_numpy(image).float()[None, None] / 255, size=(224, 224), mode="bilinear")
+    assert warped.shape == (1, 1, 224, 224)
+    assert torch.allclose(warped, reference, atol=1e-5)
+
+
+def test_rotation_by_90_degrees_is_exact_and_different_sizes_share_a_batch():
+    square = radiograph(64, 64)
+    wide = radiograph(64, 100, seed=1)
+    warped = warp_batch([square, wide], [WarpParams(0, 0, 64, 64, angle=90), full_view(64, 100)], 64)
+    expected = torch.from_numpy(np.rot90(square).copy()).float() / 255
+    assert torch.allclose(warped[0, 0], expected, atol=1e-5)
+    assert warped[1].std() > 0.05  # the padded canvas did not leak into the wide image's view
+
+
+def test_no_horizontal_flip_left_stays_left():
+    image = np.zeros((256, 256), np.uint8)
+    image[:, :100] = 255  # bright patient-right side (image left)
+    config = AugmentConfig(max_rotation=10)
+    params = [sample_params(np.random.default_rng(i), 256, 256, config) for i in range(64)]
+    batch = warp_batch([image] * 64, params, 224)
+    left, right = batch[..., :60].mean(dim=(1, 2, 3)), batch[..., -60:].mean(dim=(1, 2, 3))
+    assert bool((left > right).all())
+
+
+def test_crop_boxes_stay_inside_the_image_and_respect_scale():
+    config = AugmentConfig()
+    for seed in range(200):
+        p = sample_params(np.random.default_rng(seed), 256, 320, config)
+        assert 0 <= p.x0 and p.x0 + p.width <= 320 + 1e-6 and 0 <= p.y0 and p.y0 + p.height <= 256 + 1e-6
+        assert 0.6 * 256 * 320 - 1 <= p.width * p.height <= 256 * 320 + 1
+        assert abs(p.angle) <= 10 and 0.8 <= p.brightness <= 1.2
+
+
+def test_dataset_batches_are_deterministic_per_epoch_and_carry_targets(prepared):
+    existence = np.arange(len(prepared) * 3).reshape(len(prepared), 3)
+    dataset = CXRDataset(prepared, "train", image_size=96, augment=AugmentConfig(), targets={"existence": existence})
+    batch = dataset.__getitems__([0, 1, 2])
+    assert batch["image"].shape == (3, 1, 96, 96) and batch["image"].dtype == torch.float32
+    assert 0 <= batch["image"].min() and batch["image"].max() <= 1
+    assert torch.equal(batch["existence"], torch.as_tensor(existence)[batch["row"]])
+    assert torch.equal(dataset.__getitems__([0, 1, 2])["image"], batch["image"])
+    dataset.set_epoch(1)
+    assert not torch.equal(dataset.__getitems__([0, 1, 2])["image"], batch["image"])
+    single = dataset[0]
+    assert single["image"].shape == (1, 96, 96)
+    with pytest.raises(ValueError, match="has 2 rows"):
+        CXRDataset(prepared, "train", targets={"existence": existence[:2]})
+
+
+def test_evaluation_view_has_no_randomness(prepared):
+    dataset = CXRDataset(prepared, "val", image_size=64)
+    first = dataset.__getitems__([0, 1])["image"]
+    dataset.set_epoch(5)
+    assert torch.equal(first, dataset.__getitems__([0, 1])["image"])
+
+
+def test_loader_with_workers_gives_the_same_batches_as_in_process(prepared):
+    dataset = CXRDataset(prepared, "train", image_size=64, augment=AugmentConfig())
+    in_process, _ = make_loader(dataset, batch_size=8, shuffle=True, num_workers=0, seed=3)
+    with_workers, _ = make_loader(dataset, batch_size=8, shuffle=True, num_workers=2, seed=3)
+    batches_a = list(in_process)
+    batches_b = list(with_workers)
+    assert sum(len(b["row"]) for b in batches_a) == len(dataset)
+    for a, b in zip(batches_a, batches_b, strict=True):
+        assert torch.equal(a["row"], b["row"]) and torch.equal(a["image"], b["image"])
+
+
+def test_distributed_sampler_partitions_the_split(prepared):
+    dataset = CXRDataset(prepared, "train", image_size=32)
+    seen = []
+    for rank in range(2):
+        sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        sampler.set_epoch(1)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=4, sampler=sampler, collate_fn=lambda batch: batch)
+        seen.append(torch.cat([batch["row"] for batch in loader]))
+    rows = set(torch.cat(seen).tolist())
+    assert rows == set(dataset.row_numbers.tolist())
+    assert len(seen[0]) == len(seen[1])
+
+
+def test_splits_are_disjoint_and_cover_the_data(prepared):
+    parts = [set(prepared.rows(split).tolist()) for split in ("train", "val", "test")]
+    assert sum(len(part) for part in parts) == len(prepared) and len(set().union(*parts)) == len(prepared)
+    with pytest.raises(ValueError, match="unknown split"):
+        prepared.rows("training")
