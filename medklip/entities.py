@@ -854,13 +854,12 @@ POSITION_SYNONYMS: dict[str, tuple[str, ...]] = {
         "right hilar", "right hilum", "right hilus", "right perihilar", "right infrahilar", "right hilar region",
     ),
     "hilar_unspec": (
-        "hilar", "hilum", "hila", "hilus", "perihilar", "infrahilar", "bihilar", "both hila", "bilateral hilar",
-        "bilateral perihilar", "hilar regions", "perihilar regions",
+        "hilar", "hilum", "hila", "hilus", "perihilar", "infrahilar", "bihilar", "hilar regions", "perihilar regions",
     ),
     "left_pleural": ("left pleural", "left pleura", "left pleural space", "left pleural surface"),
     "right_pleural": ("right pleural", "right pleura", "right pleural space", "right pleural surface"),
     "pleural_unspec": (
-        "pleural", "pleura", "pleural space", "pleural spaces", "pleural surfaces", "bilateral pleural", "fissure",
+        "pleural", "pleura", "pleural space", "pleural spaces", "pleural surfaces", "fissure",
         "fissures", "minor fissure", "major fissure", "horizontal fissure", "oblique fissure",
     ),
     "heart_size": (
@@ -881,8 +880,7 @@ POSITION_SYNONYMS: dict[str, tuple[str, ...]] = {
     ),
     "diaphragm_unspec": (
         "diaphragm", "diaphragms", "hemidiaphragm", "hemidiaphragms", "hemi-diaphragm", "hemi-diaphragms",
-        "diaphragmatic", "hemidiaphragmatic", "both hemidiaphragms", "bilateral hemidiaphragms",
-    ),
+        "diaphragmatic", "hemidiaphragmatic",     ),
     "retrocardiac": ("retrocardiac", "retro-cardiac", "retrocardiac region", "behind the heart"),
     "lower_left_lobe": ("left lower lobe", "left lower lobar", "lll"),
     "upper_left_lobe": ("left upper lobe", "left upper lobar", "lul", "lingula", "lingular"),
