@@ -82,6 +82,52 @@ def _data_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extract(args: argparse.Namespace) -> int:
+    from medklip import extract
+
+    if args.action == "merge":
+        if not args.out or not args.inputs:
+            raise DataError("usage: medklip extract merge --out FILE.parquet SHARD.parquet [SHARD.parquet ...]")
+        summary = extract.merge(args.inputs, args.out)
+        print(f"merged {len(args.inputs)} shard(s) into {args.out}: {summary.line()}")
+        return 0
+    if args.action == "score":
+        from medklip.extraction_quality import format_table, load_labelled, score
+
+        if len(args.inputs) != 1:
+            raise DataError("usage: medklip extract score LABELLED.jsonl [--extractor rules|radgraph]")
+        cases = load_labelled(args.inputs[0])
+        engine = extract.make_extractor(args.extractor, radgraph_dir=args.radgraph_dir)
+        result = score([triplets for _, triplets in cases], engine.extract([text for text, _ in cases]))
+        print(format_table(result))
+        print(f"{len(result['errors'])} disagreements over {len(cases)} texts; --json lists them")
+        if args.json:
+            print(json.dumps(result, indent=2))
+        return 0
+    if args.inputs:
+        raise DataError(f"unexpected arguments {args.inputs}; did you mean `medklip extract merge`?")
+    if bool(args.reports) == bool(args.data):
+        raise DataError("give --reports FILE.csv (with --out) or --data PREPARED_DIR")
+    reports = args.reports or f"{args.data}/reports.parquet"
+    out = args.out or (f"{args.data}/triplets.parquet" if args.data else None)
+    if not out:
+        raise DataError("--out is required with --reports")
+    summary = extract.extract_file(
+        reports,
+        out,
+        extractor=args.extractor,
+        shard=args.shard,
+        cache=args.cache,
+        radgraph_dir=args.radgraph_dir,
+        batch_size=args.batch_size,
+        progress=True,
+    )
+    print(f"{out}: {summary.line()}")
+    for reason, count in summary.skipped.items():
+        print(f"  skipped {count:>6} {reason} report(s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medklip", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -112,6 +158,24 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("dir", help="a folder written by `medklip data prepare`")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.set_defaults(handler=_data_inspect)
+
+    extract = commands.add_parser(
+        "extract", help="reports -> (entity, position, existence) triplets; also `extract merge`, `extract score`"
+    )
+    extract.add_argument(
+        "action", nargs="?", choices=("merge", "score"), help="merge shard outputs / score a labelled set"
+    )
+    extract.add_argument("inputs", nargs="*", help="shard files (merge) or a labelled JSONL file (score)")
+    extract.add_argument("--reports", help="CSV with columns id,findings,impression (or a reports.parquet)")
+    extract.add_argument("--data", help="a prepared folder: reads its reports, writes DIR/triplets.parquet")
+    extract.add_argument("--out", help="output parquet file")
+    extract.add_argument("--extractor", choices=("rules", "radgraph"), default="rules", help="default: rules (offline)")
+    extract.add_argument("--shard", default="0/1", help="I/N: only this shard of the reports (for parallel Jobs)")
+    extract.add_argument("--cache", default=None, help="cache folder; reruns extract only reports not seen before")
+    extract.add_argument("--radgraph-dir", default=None, help="folder holding modern-radgraph-xl/ (radgraph extractor)")
+    extract.add_argument("--batch-size", type=int, default=256, help="reports per extractor call")
+    extract.add_argument("--json", action="store_true", help="score: also print the full result as JSON")
+    extract.set_defaults(handler=_extract)
     return parser
 
 
