@@ -88,7 +88,9 @@ def test_concurrent_runs_share_a_cache_without_corrupting_it(tmp_path):
     reports(3000, start=1500).to_csv(tmp_path / "b.csv", index=False)  # half overlapping
     command = [sys.executable, "-m", "medklip.cli", "extract", "--cache", str(tmp_path / "cache")]
     runs = [
-        subprocess.Popen([*command, "--reports", str(tmp_path / f"{name}.csv"), "--out", str(tmp_path / f"{name}.parquet")])
+        subprocess.Popen(
+            [*command, "--reports", str(tmp_path / f"{name}.csv"), "--out", str(tmp_path / f"{name}.parquet")]
+        )
         for name in ("a", "b")
     ]
     assert [run.wait(timeout=120) for run in runs] == [0, 0]

@@ -22,7 +22,10 @@ def triplets(text: str) -> set[tuple[str, str, int]]:
             "No pneumothorax, but there is a small left effusion.",
             {("pneumothorax", "unspecified", 0), ("effusion", "left_pleural", 1)},
         ),
-        ("No pneumothorax, small left effusion.", {("pneumothorax", "unspecified", 0), ("effusion", "left_pleural", 1)}),
+        (
+            "No pneumothorax, small left effusion.",
+            {("pneumothorax", "unspecified", 0), ("effusion", "left_pleural", 1)},
+        ),
         ("Pneumothorax is not seen.", {("pneumothorax", "unspecified", 0)}),
         ("The right lower lobe opacity has resolved.", {("opacity", "lower_right_lobe", 0)}),
         ("No change in small left effusion.", {("effusion", "left_pleural", 1)}),
@@ -74,7 +77,10 @@ def test_positions(text, expected):
             "Lungs are clear.",
             {("clear", "unspecified", 1), ("consolidation", "unspecified", 0), ("opacity", "unspecified", 0)},
         ),
-        ("Costophrenic angles are sharp.", {("sharp", "costophrenic_unspec", 1), ("effusion", "costophrenic_unspec", 0)}),
+        (
+            "Costophrenic angles are sharp.",
+            {("sharp", "costophrenic_unspec", 1), ("effusion", "costophrenic_unspec", 0)},
+        ),
         ("No acute cardiopulmonary process.", {("process", "cardiopulmonary", 0)}),
         ("Stable appearance of the chest.", {("stable", "unspecified", 1)}),
         ("Stable moderate cardiomegaly.", {("cardiomegaly", "heart_size", 1)}),
