@@ -67,12 +67,10 @@ SIDED = {
 PLEURAL_ENTITIES = {"effusion", "pneumothorax", "fluid", "blunt", "drainage"}
 # Findings of the heart's size are located at heart_size whatever else the clause names.
 HEART_ENTITIES = {"cardiomegaly"}
-# Devices and other findings for which a bare side names no lung zone ("left PICC").
-UNSIDED_ENTITIES = {
-    "tube", "line", "catheter", "picc", "pacemaker", "lead", "wire", "clip", "stent", "device", "hardware", "tip",
-    "fracture", "degenerative", "deformity", "hernia", "calcification", "tortuous", "widen", "shift", "low",
-    "normal", "unremarkable", "stable", "intact", "process", "abnormality", "finding", "chf",
-}  # fmt: skip
+# Findings that are about heart size when nothing else locates them ("borderline cardiomegaly").
+HEART_DEFAULT_ENTITIES = {"borderline"}
+# Findings for which a bare side names no place (they describe the whole study or the heart).
+UNSIDED_ENTITIES = {"normal", "unremarkable", "stable", "process", "abnormality", "finding", "chf", "borderline"}
 
 
 def sides_of(tokens: list[str], taken: list[bool] | None = None) -> set[str]:
@@ -113,6 +111,8 @@ def resolve(entity: str, anatomies: list[str], sides: set[str]) -> list[str]:
     if not positions and sides and entity not in UNSIDED_ENTITIES:
         kind = "pleural" if entity in PLEURAL_ENTITIES else "lung_unspec"
         positions = [f"{side}_{kind}" for side in ("left", "right") if side in sides]
+    if not positions and entity in HEART_DEFAULT_ENTITIES:
+        positions = ["heart_size"]
     return list(dict.fromkeys(positions)) or ["unspecified"]
 
 

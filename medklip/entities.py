@@ -947,8 +947,8 @@ POSITION_SYNONYMS: dict[str, tuple[str, ...]] = {
         "stomach", "gastric", "gastric fundus", "fundus", "abdomen", "abdominal", "upper abdomen",
         "gastroesophageal junction", "ge junction",
     ),
-    "right_atrium": ("right atrium", "right atrial"),
-    "right_ventricle": ("right ventricle", "right ventricular"),
+    "right_atrium": ("right atrium", "right atrial", "ra", "cavoatrial region"),
+    "right_ventricle": ("right ventricle", "right ventricular", "rv"),
     "aorta": (
         "aorta", "aortic", "aortic arch", "aortic knob", "aortic knuckle", "thoracic aorta", "ascending aorta",
         "descending aorta",
@@ -976,7 +976,9 @@ POSITION_SYNONYMS: dict[str, tuple[str, ...]] = {
         "left subclavian", "right subclavian", "internal jugular", "left internal jugular", "right internal jugular",
         "ij", "left ij", "right ij", "brachiocephalic", "left brachiocephalic", "right brachiocephalic", "azygos",
         "inferior vena cava", "ivc", "osseous structures", "bony structures", "bones", "thoracic inlet", "bowel",
-        "colon", "liver",
+        "colon", "liver", "hiatal", "paraesophageal", "coronary", "coronary artery", "coronary arteries",
+        "coronary sinus", "biliary", "upper extremity", "left upper extremity", "right upper extremity", "osseous",
+        "bony",
     ),
 }
 # fmt: on

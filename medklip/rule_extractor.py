@@ -45,7 +45,7 @@ PRE_UNCERTAIN = (
     "concerning for", "concern for", "worrisome for", "cannot exclude", "can not exclude", "cannot rule out",
     "can not rule out", "differential includes", "differential diagnosis includes",
     "differential considerations include",
-    "versus", "vs", "raises the possibility of", "raising the possibility of", "rule out", "r/o", "evaluate for",
+    "raises the possibility of", "raising the possibility of", "rule out", "r/o", "evaluate for",
     "assess for", "presumed", "presumably", "equivocal", "indeterminate", "borderline for", "question",
     "not excluded", "cannot be excluded",
 )  # fmt: skip
@@ -57,7 +57,7 @@ POST_NEGATION = (
     "have cleared", "cleared", "no longer seen", "no longer visualized", "no longer visible", "no longer present",
     "no longer identified", "is gone", "has been removed", "have been removed", "been removed", "was removed",
     "were removed", "removed", "is not demonstrated", "not demonstrated", "not evident", "is not evident",
-    "are not evident", "is resolved", "are resolved", "is negative", "has been withdrawn", "withdrawn",
+    "are not evident", "is resolved", "are resolved", "is negative",
 )  # fmt: skip
 POST_UNCERTAIN = (
     "cannot be excluded", "can not be excluded", "not excluded", "is not excluded", "cannot be ruled out",
@@ -72,18 +72,25 @@ PSEUDO_NEGATION = (
     "no significant interval change", "no definite change", "without significant change", "no new change",
     "gram negative", "not necessarily", "no further change",
 )  # fmt: skip
+# "X versus Y": both alternatives are uncertain, the one before the cue too.
+ALTERNATIVES = ("versus", "vs", "vs.")
+# Words between a negation and its findings that do not change it: "no consolidation to suggest pneumonia".
+TRANSPARENT = ("to suggest", "to indicate", "to explain", "to account for", "that would suggest")
 # Words that close a clause: scope of cues stops here.
 CLAUSE_BREAKS = (
     ";", ":", "but", "however", "although", "though", "whereas", "while", "yet", "except", "aside from",
     "apart from", "otherwise", "which", "there is", "there are", "is seen", "are seen", "is noted", "are noted",
     "is present", "are present", "again seen", "is again seen", "are again seen", "remains", "remain", "persists",
     "has developed", "new", "in addition", "additionally", "also", "is identified", "are identified",
+    "and the", ", and the", ", the",
 )  # fmt: skip
 # Words that cut a clause into chunks for anatomy (each finding takes the anatomy of its own chunk).
 CHUNK_BREAKS = ("and", "or", ",", "with", "as well as", "and/or", "along with", "in addition to", "plus")
-# After a comma inside a negation scope, a size or severity word starts a new, positive statement:
-# "No pneumothorax, small left effusion."
-SEVERITY = {
+# After a comma (or "and", "with") inside a negation scope, a size, severity or change word starts a new, positive
+# statement: "No pneumothorax, small left effusion.", "No pneumothorax, with persistent right effusion."
+RESTART_WORDS = {
+    "persistent", "persisting", "stable", "unchanged", "increased", "increasing", "decreased", "decreasing",
+    "improved", "improving", "worsened", "worsening", "residual", "redemonstrated", "re-demonstrated", "again",
     "small", "moderate", "large", "mild", "mildly", "severe", "trace", "minimal", "tiny", "marked", "markedly",
     "moderately", "extensive", "subtle", "slight", "minimally", "moderate-sized", "small-to-moderate",
 }  # fmt: skip
@@ -95,12 +102,16 @@ CUES = PhraseTable(
         **{phrase: "post_negation" for phrase in POST_NEGATION},
         **{phrase: "post_uncertain" for phrase in POST_UNCERTAIN},
         **{phrase: "pseudo" for phrase in PSEUDO_NEGATION},
+        **{phrase: "alternative" for phrase in ALTERNATIVES},
+        **{phrase: "transparent" for phrase in TRANSPARENT},
         **{phrase: "break" for phrase in CLAUSE_BREAKS},
         **{phrase: "chunk" for phrase in CHUNK_BREAKS},
     }
 )
 ENTITIES_TABLE = PhraseTable(ENTITY_BY_PHRASE)
 
+# Devices whose tip the report locates.
+DEVICE_ENTITIES = {"tube", "line", "catheter", "picc", "pacemaker", "lead", "wire", "stent", "device", "drainage"}
 # Findings that only qualify a whole study; reported only when the sentence has no other finding.
 STUDY_WORDS = {"stable"}
 LUNG_WORDS = {"lung", "lungs", "lung fields", "parenchyma"}
@@ -114,6 +125,7 @@ class _Mention:
     start: int
     end: int
     existence: int = 1
+    before_alternative: bool = False  # the first alternative of "X versus Y"
 
 
 def _clauses(cues: list[tuple[int, int, str]], n_tokens: int) -> list[tuple[int, int]]:
@@ -127,30 +139,37 @@ def _clauses(cues: list[tuple[int, int, str]], n_tokens: int) -> list[tuple[int,
     return [(a, b) for a, b in bounds if b > a]
 
 
-def _existence(mention: _Mention, clause_cues: list[tuple[int, int, str]], tokens: list[str]) -> int:
+def _existence(mention: _Mention, clause_cues: list[tuple[int, int, str]]) -> int:
     """Nearest pre-cue before the finding (within scope) wins; else a post-cue after it; else present."""
-    nearest_pre = None
-    for cue_start, cue_end, kind in clause_cues:
-        if cue_end <= mention.start and kind in ("pre_negation", "pre_uncertain", "pseudo"):
-            nearest_pre = (cue_start, cue_end, kind)
-        elif cue_end <= mention.start and kind == "severity_reset":
-            nearest_pre = None
-    if nearest_pre is not None and nearest_pre[2] != "pseudo":
-        return 0 if nearest_pre[2] == "pre_negation" else -1
-    for cue_start, _, kind in clause_cues:
-        if cue_start >= mention.end and kind in ("post_negation", "post_uncertain"):
-            return 0 if kind == "post_negation" else -1
-    return 1
+    nearest, transparent = None, False
+    for _, cue_end, kind in clause_cues:
+        if cue_end > mention.start:
+            break
+        if kind in ("pre_negation", "pre_uncertain", "pseudo", "alternative"):
+            nearest = kind
+        elif kind == "transparent":  # "no consolidation to suggest pneumonia": the negation reaches through
+            transparent = True
+        elif kind == "severity_reset":
+            nearest, transparent = None, False
+    if nearest == "pre_negation":
+        return 0
+    if nearest in ("pre_uncertain", "alternative") or (nearest is None and transparent):
+        return -1
+    if nearest is None:
+        for cue_start, _, kind in clause_cues:
+            if cue_start >= mention.end and kind in ("post_negation", "post_uncertain"):
+                return 0 if kind == "post_negation" else -1
+    return -1 if mention.before_alternative else 1
 
 
-def _chunks(clause: tuple[int, int], chunk_cues: list[tuple[int, int, str]]) -> list[tuple[int, int]]:
-    """Token ranges of the chunks of a clause, cut at coordinators ("and", "with", commas)."""
+def _chunks(clause: tuple[int, int], chunk_cues: list[tuple[int, int, str]], tokens: list[str]) -> list[tuple]:
+    """(start, end, connector) chunks of a clause, cut at coordinators; connector = the words before the chunk."""
     start, end = clause
-    chunks = []
+    chunks, connector = [], ""
     for cue_start, cue_end, _ in chunk_cues:
-        chunks.append((start, cue_start))
-        start = cue_end
-    chunks.append((start, end))
+        chunks.append((start, cue_start, connector))
+        start, connector = cue_end, " ".join(tokens[cue_start:cue_end])
+    chunks.append((start, end, connector))
     return chunks
 
 
@@ -170,7 +189,7 @@ def extract_sentence(sentence: str) -> list[Triplet]:
     extra = [
         (i, i + 1, "severity_reset")
         for i in range(1, len(tokens))
-        if tokens[i] in SEVERITY and tokens[i - 1] in (",", "and")
+        if tokens[i] in RESTART_WORDS and tokens[i - 1] in (",", "and", "with")
     ]
     cues = sorted(cues + extra)
     anatomy_matches = POSITIONS_TABLE.scan(tokens, anatomy_taken)
@@ -181,47 +200,97 @@ def extract_sentence(sentence: str) -> list[Triplet]:
         mentions = [_Mention(entity, s, e) for s, e, entity in entity_matches if clause[0] <= s < clause[1]]
         if not mentions:
             continue
+        for cue_start, _, kind in clause_cues:
+            if kind == "alternative":
+                before = [m for m in mentions if m.end <= cue_start]
+                if before:
+                    before[-1].before_alternative = True
         for mention in mentions:
-            mention.existence = _existence(mention, clause_cues, tokens)
-        chunks = _chunks(clause, [cue for cue in clause_cues if cue[2] == "chunk"])
+            mention.existence = _existence(mention, clause_cues)
+        chunks = _chunks(clause, [cue for cue in clause_cues if cue[2] == "chunk"], tokens)
         located = _locate(mentions, chunks, anatomy_matches, tokens, anatomy_taken)
         triplets.extend(_with_implications(located, tokens, clause, sentence))
     if any(t.entity not in STUDY_WORDS for t in triplets):
         triplets = [t for t in triplets if t.entity not in STUDY_WORDS]
+    # "Stable" about one structure ("the mediastinum is stable") qualifies it; only the whole study counts.
+    triplets = [t for t in triplets if t.entity not in STUDY_WORDS or t.position == "unspecified"]
     return list(dict.fromkeys(triplets))
 
 
 def _locate(mentions, chunks, anatomy_matches, tokens, anatomy_taken) -> list[tuple[_Mention, list[str]]]:
     """Positions of each mention from the anatomy and side words of its chunk (or its clause-mates)."""
     chunk_info = []
-    for start, end in chunks:
-        anatomies = [value for s, _, value in anatomy_matches if start <= s < end]
-        sides = sides_of(tokens[start:end], anatomy_taken[start:end])
-        has_entity = any(start <= m.start < end for m in mentions)
-        chunk_info.append({"start": start, "end": end, "anatomies": anatomies, "sides": sides, "entity": has_entity})
-    # Anatomy in a chunk with no finding belongs to the finding before it ("opacity in the right and left lower lobes")
-    for i, info in enumerate(chunk_info):
-        if not info["entity"] and (info["anatomies"] or info["sides"]) and i > 0:
-            for previous in reversed(chunk_info[:i]):
-                if previous["entity"]:
-                    previous["anatomies"] = previous["anatomies"] + info["anatomies"]
-                    previous["sides"] = previous["sides"] | info["sides"]
-                    break
-    located = []
-    for mention in mentions:
-        info = next(c for c in chunk_info if c["start"] <= mention.start < c["end"])
-        anatomies, sides = info["anatomies"], info["sides"]
-        index = chunk_info.index(info)
-        if not anatomies and not sides and index > 0 and chunk_info[index - 1]["entity"]:
-            # A finding coordinated with a located one shares its place: "right lower lobe opacity, atelectasis or
-            # pneumonia" (same anatomy), "left lower lobe atelectasis and effusion" (same side, own default site).
-            previous = chunk_info[index - 1]
-            sides = previous["sides"] | {
-                side for anatomy in previous["anatomies"] for side in ("left", "right") if side in anatomy.split("_")
+    for start, end, connector in chunks:
+        chunk_info.append(
+            {
+                "start": start,
+                "end": end,
+                "connector": connector,
+                "anatomies": [value for s, _, value in anatomy_matches if start <= s < end],
+                "sides": sides_of(tokens[start:end], anatomy_taken[start:end]),
+                "mentions": [m for m in mentions if start <= m.start < end],
             }
-            if mention.entity not in PLEURAL_ENTITIES:
-                anatomies = previous["anatomies"]
-        located.append((mention, resolve(mention.entity, anatomies, sides)))
+        )
+    # Anatomy in a chunk with no finding belongs to the finding before it ("opacity in the right and left lower
+    # lobes"), or after it when none comes before ("heart size and mediastinal contours are normal").
+    for i, info in enumerate(chunk_info):
+        if info["mentions"] or not (info["anatomies"] or info["sides"]):
+            continue
+        before = [c for c in reversed(chunk_info[:i]) if c["mentions"]]
+        after = [c for c in chunk_info[i + 1 :] if c["mentions"]]
+        if before:
+            before[0]["anatomies"] = before[0]["anatomies"] + info["anatomies"]
+            before[0]["sides"] = before[0]["sides"] | info["sides"]
+        elif after:
+            after[0]["anatomies"] = info["anatomies"] + after[0]["anatomies"]
+            after[0]["sides"] = after[0]["sides"] | info["sides"]
+    located = []
+    for index, info in enumerate(chunk_info):
+        for mention in info["mentions"]:
+            anatomies, sides = _borrowed(mention, index, chunk_info)
+            located.append((mention, resolve(mention.entity, anatomies, sides)))
+    return _share_device_sites(located)
+
+
+def _borrowed(mention: _Mention, index: int, chunk_info: list[dict]) -> tuple[list[str], set[str]]:
+    """The anatomy and sides of a finding's chunk, or what it may take from a coordinated neighbour.
+
+    "Right lower lobe opacity, atelectasis or pneumonia": an alternative or an interpretation takes the observed
+    site. "Left lower lobe atelectasis and effusion": a pleural finding takes the side. "Tortuous and calcified
+    aorta": a bare first conjunct takes the anatomy of the next.
+    """
+    info = chunk_info[index]
+    if info["anatomies"] or info["sides"]:
+        return info["anatomies"], info["sides"]
+    previous = chunk_info[index - 1] if index > 0 and chunk_info[index - 1]["mentions"] else None
+    following = chunk_info[index + 1] if index + 1 < len(chunk_info) else None
+    if previous is None:
+        bare = info["end"] - info["start"] == mention.end - mention.start
+        if bare and following is not None and following["mentions"] and following["connector"] == "and":
+            return following["anatomies"], following["sides"]
+        return [], set()
+    sides = previous["sides"] | {
+        side for anatomy in previous["anatomies"] for side in ("left", "right") if side in anatomy.split("_")
+    }
+    alternative = info["connector"] in ("or", "and/or") or mention.existence == -1
+    if alternative and mention.entity not in PLEURAL_ENTITIES:
+        return previous["anatomies"], previous["sides"]
+    if mention.entity in PLEURAL_ENTITIES:
+        return [], sides
+    return [], set()
+
+
+def _share_device_sites(located: list[tuple[_Mention, list[str]]]) -> list[tuple[_Mention, list[str]]]:
+    """A device and its tip share every site of the clause ("right IJ line with tip in the SVC")."""
+    for i, (mention, positions) in enumerate(located):
+        if mention.entity != "tip":
+            continue
+        devices = [j for j in range(i - 1, -1, -1) if located[j][0].entity in DEVICE_ENTITIES]
+        devices = devices[:1] or [j for j in range(i + 1, len(located)) if located[j][0].entity in DEVICE_ENTITIES][:1]
+        for j in devices:
+            shared = [p for p in dict.fromkeys(located[j][1] + positions) if p != "unspecified"] or ["unspecified"]
+            located[i] = (mention, shared)
+            located[j] = (located[j][0], shared)
     return located
 
 

@@ -1,0 +1,32 @@
+"""Extraction quality on the hand-written development set, and the scorer itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medklip.extraction_quality import format_table, load_labelled, score
+from medklip.rule_extractor import RuleExtractor
+from medklip.triplets import Triplet
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def test_scorer_counts_a_missed_negation_as_both_errors():
+    truth = [[Triplet("effusion", "unspecified", 0)], [Triplet("cardiomegaly", "heart_size", 1)]]
+    guess = [[Triplet("effusion", "unspecified", 1)], [Triplet("cardiomegaly", "heart_size", 1)]]
+    result = score(truth, guess)
+    assert result["per_entity"]["effusion"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert result["per_entity"]["cardiomegaly"]["f1"] == 1.0
+    assert result["micro"]["precision"] == 0.5 and result["micro"]["recall"] == 0.5
+    assert result["errors"] == [{"case": 0, "entity": "effusion", "expected": 0, "predicted": 1}]
+    assert "MICRO" in format_table(result)
+
+
+def test_rules_on_the_development_set():
+    cases = load_labelled(DATA / "extraction_dev.jsonl")
+    assert len(cases) >= 200
+    result = score([triplets for _, triplets in cases], RuleExtractor().extract([text for text, _ in cases]))
+    assert result["micro"]["f1"] >= 0.97, format_table(result)
+    assert result["positions"]["f1"] >= 0.95, format_table(result)
+    for entity in ("effusion", "pneumothorax", "cardiomegaly", "consolidation", "opacity", "atelectasis", "edema"):
+        assert result["per_entity"][entity]["f1"] >= 0.9, (entity, result["per_entity"][entity])
