@@ -16,6 +16,7 @@ CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 HEADER = re.compile(
     r"\b(findings|impression|indication|history|comparison|technique|conclusion|exam|examination)\s*:", re.IGNORECASE
 )
+ABBREVIATION_END = re.compile(r"\b(vs|approx|e\.g|i\.e|dr|st|pt|cf|incl|resp)\.$", re.IGNORECASE)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+|(?<=[a-z])\.(?=[A-Z])|\s+(?=\d{1,2}[.)]\s)")
 
 
@@ -48,8 +49,14 @@ def clean(text: str) -> CleanedText:
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences of a report (decimals such as "2.5 cm" and "4.3" stay whole)."""
-    return [sentence.strip() for sentence in SENTENCE_END.split(text) if sentence and sentence.strip(" .")]
+    """Sentences of a report (decimals such as "2.5 cm" and abbreviations such as "vs." stay whole)."""
+    sentences: list[str] = []
+    for piece in SENTENCE_END.split(text):
+        if sentences and ABBREVIATION_END.search(sentences[-1]):
+            sentences[-1] = f"{sentences[-1]} {piece}"
+        elif piece:
+            sentences.append(piece)
+    return [sentence.strip() for sentence in sentences if sentence.strip(" .")]
 
 
 def report_text(findings: str | None, impression: str | None) -> str:

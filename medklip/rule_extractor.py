@@ -35,8 +35,8 @@ PRE_NEGATION = (
     "no", "not", "without", "negative for", "free of", "clear of", "no evidence of", "no evidence for",
     "no radiographic evidence of", "no signs of", "no sign of", "absence of", "absent", "never", "nor", "no definite",
     "no clear", "no clear evidence of", "no focal", "no new", "no acute", "no significant", "no suspicious",
-    "no visible", "no obvious", "no convincing", "no large", "interval resolution of", "resolution of", "resolved",
-    "removal of", "no longer", "rather than", "no residual", "no appreciable", "no discrete", "no overt",
+    "neither", "no visible", "no obvious", "no convincing", "no large", "interval resolution of", "resolution of",
+    "resolved", "removal of", "no longer", "rather than", "no residual", "no appreciable", "no discrete", "no overt",
 )  # fmt: skip
 PRE_UNCERTAIN = (
     "possible", "possibly", "probable", "probably", "likely", "may represent", "may reflect", "may be", "might be",
@@ -209,7 +209,7 @@ def extract_sentence(sentence: str) -> list[Triplet]:
             mention.existence = _existence(mention, clause_cues)
         chunks = _chunks(clause, [cue for cue in clause_cues if cue[2] == "chunk"], tokens)
         located = _locate(mentions, chunks, anatomy_matches, tokens, anatomy_taken)
-        triplets.extend(_with_implications(located, tokens, clause, sentence))
+        triplets.extend(_with_implications(located, tokens, sentence))
     if any(t.entity not in STUDY_WORDS for t in triplets):
         triplets = [t for t in triplets if t.entity not in STUDY_WORDS]
     # "Stable" about one structure ("the mediastinum is stable") qualifies it; only the whole study counts.
@@ -294,9 +294,9 @@ def _share_device_sites(located: list[tuple[_Mention, list[str]]]) -> list[tuple
     return located
 
 
-def _with_implications(located, tokens, clause, sentence) -> list[Triplet]:
+def _with_implications(located, tokens, sentence) -> list[Triplet]:
     """Triplets of a clause, with the zeros that normal statements imply and heart enlargement as cardiomegaly."""
-    clause_tokens = set(tokens[clause[0] : clause[1]])
+    sentence_tokens = set(tokens)  # "lungs are hyperinflated but clear": the subject may sit in an earlier clause
     out: list[Triplet] = []
     for mention, positions in located:
         entity, existence = mention.entity, mention.existence
@@ -313,7 +313,7 @@ def _with_implications(located, tokens, clause, sentence) -> list[Triplet]:
             out.append(Triplet("cardiomegaly", "heart_size", 0, sentence))
         elif entity == "normal" and "pulmonary" in positions:
             out.append(Triplet("congestion", "pulmonary", 0, sentence))
-        elif entity == "clear" and (clause_tokens & LUNG_WORDS or any(p.endswith("lung_unspec") for p in positions)):
+        elif entity == "clear" and (sentence_tokens & LUNG_WORDS or any(p.endswith("lung_unspec") for p in positions)):
             for position in positions:
                 out.append(Triplet("consolidation", position, 0, sentence))
                 out.append(Triplet("opacity", position, 0, sentence))

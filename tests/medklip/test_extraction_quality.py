@@ -30,3 +30,13 @@ def test_rules_on_the_development_set():
     assert result["positions"]["f1"] >= 0.95, format_table(result)
     for entity in ("effusion", "pneumothorax", "cardiomegaly", "consolidation", "opacity", "atelectasis", "edema"):
         assert result["per_entity"][entity]["f1"] >= 0.9, (entity, result["per_entity"][entity])
+
+
+def test_rules_on_the_held_out_set():
+    # Written by someone who saw neither the development set nor the extractor's code. Measured before any change
+    # prompted by it: micro F1 0.991, positions F1 0.967; after fixing the three general bugs it showed ("vs." ended a
+    # sentence, "neither ... nor", "lungs are hyperinflated but clear"): 1.000 and 0.971.
+    cases = load_labelled(DATA / "extraction_holdout.jsonl")
+    result = score([triplets for _, triplets in cases], RuleExtractor().extract([text for text, _ in cases]))
+    assert result["micro"]["f1"] >= 0.97, format_table(result)
+    assert result["positions"]["f1"] >= 0.93, format_table(result)
