@@ -50,6 +50,8 @@ class PhraseTable:
 
 POSITIONS_TABLE = PhraseTable(POSITION_BY_PHRASE)
 
+# Words that make a sentence about the lungs ("the lungs are clear"), though they name no position.
+LUNG_WORDS = {"lung", "lungs", "parenchyma"}
 LEFT = {"left", "left-sided", "leftward"}
 RIGHT = {"right", "right-sided", "rightward"}
 BOTH = {"bilateral", "bilaterally", "both"}

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medklip.anatomy import PLEURAL_ENTITIES, POSITIONS_TABLE, PhraseTable, resolve, sides_of, tokenize
+from medklip.anatomy import LUNG_WORDS, PLEURAL_ENTITIES, POSITIONS_TABLE, PhraseTable, resolve, sides_of, tokenize
 from medklip.entities import ENTITY_BY_PHRASE
 from medklip.report_text import clean, split_sentences
-from medklip.triplets import Triplet
+from medklip.triplets import Triplet, statement_triplets
 
 VERSION = "1"
 
@@ -114,8 +114,6 @@ ENTITIES_TABLE = PhraseTable(ENTITY_BY_PHRASE)
 DEVICE_ENTITIES = {"tube", "line", "catheter", "picc", "pacemaker", "lead", "wire", "stent", "device", "drainage"}
 # Findings that only qualify a whole study; reported only when the sentence has no other finding.
 STUDY_WORDS = {"stable"}
-LUNG_WORDS = {"lung", "lungs", "lung fields", "parenchyma"}
-HEART_WORDS_POSITION = "heart_size"
 
 
 # --- one sentence -------------------------------------------------------------------------------------------------
@@ -295,32 +293,11 @@ def _share_device_sites(located: list[tuple[_Mention, list[str]]]) -> list[tuple
 
 
 def _with_implications(located, tokens, sentence) -> list[Triplet]:
-    """Triplets of a clause, with the zeros that normal statements imply and heart enlargement as cardiomegaly."""
-    sentence_tokens = set(tokens)  # "lungs are hyperinflated but clear": the subject may sit in an earlier clause
+    """Triplets of a clause, with the zeros that normal statements imply (`triplets.statement_triplets`)."""
+    about_lungs = bool(set(tokens) & LUNG_WORDS)  # "lungs are hyperinflated but clear": subject in an earlier clause
     out: list[Triplet] = []
     for mention, positions in located:
-        entity, existence = mention.entity, mention.existence
-        if entity == "enlarge" and HEART_WORDS_POSITION in positions:
-            # "The heart is (not) enlarged": a statement about heart size.
-            out.append(Triplet("cardiomegaly", "heart_size", existence, sentence))
-            if existence == 0:
-                out.append(Triplet("normal", "heart_size", 1, sentence))
-            continue
-        out.extend(Triplet(entity, position, existence, sentence) for position in positions)
-        if existence != 1:
-            continue
-        if entity in ("normal", "unremarkable") and HEART_WORDS_POSITION in positions:
-            out.append(Triplet("cardiomegaly", "heart_size", 0, sentence))
-        elif entity == "normal" and "pulmonary" in positions:
-            out.append(Triplet("congestion", "pulmonary", 0, sentence))
-        elif entity == "clear" and (sentence_tokens & LUNG_WORDS or any(p.endswith("lung_unspec") for p in positions)):
-            for position in positions:
-                out.append(Triplet("consolidation", position, 0, sentence))
-                out.append(Triplet("opacity", position, 0, sentence))
-        elif entity in ("sharp", "sharply") and any("costophrenic" in p for p in positions):
-            out.extend(Triplet("effusion", p, 0, sentence) for p in positions if "costophrenic" in p)
-        elif entity == "intact" and "other" in positions:
-            out.append(Triplet("fracture", "other", 0, sentence))
+        out.extend(statement_triplets(mention.entity, mention.existence, positions, sentence, about_lungs))
     return out
 
 

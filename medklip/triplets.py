@@ -33,6 +33,41 @@ class Triplet(NamedTuple):
     sentence: str = ""
 
 
+def statement_triplets(
+    entity: str, existence: int, positions: list[str], sentence: str, about_lungs: bool = False
+) -> list[Triplet]:
+    """The triplets of one finding, with the zeros a normal statement implies (docs/extraction.md).
+
+    Shared by both extractors so they label "heart size is normal", "lungs are clear", "costophrenic angles are
+    sharp", "osseous structures are intact" and "the heart is (not) enlarged" alike.
+
+    Args:
+        entity: the finding as read.
+        existence: 1, 0 or -1.
+        positions: its positions.
+        sentence: the source sentence.
+        about_lungs: the sentence's subject is the lungs (for "clear").
+    """
+    if entity == "enlarge" and "heart_size" in positions:  # "the heart is (not) enlarged": about heart size
+        out = [Triplet("cardiomegaly", "heart_size", existence, sentence)]
+        return out + [Triplet("normal", "heart_size", 1, sentence)] if existence == 0 else out
+    out = [Triplet(entity, position, existence, sentence) for position in positions]
+    if existence != 1:
+        return out
+    if entity in ("normal", "unremarkable") and "heart_size" in positions:
+        out.append(Triplet("cardiomegaly", "heart_size", 0, sentence))
+    elif entity == "normal" and "pulmonary" in positions:
+        out.append(Triplet("congestion", "pulmonary", 0, sentence))
+    elif entity == "clear" and (about_lungs or any(position.endswith("lung_unspec") for position in positions)):
+        for position in positions:
+            out += [Triplet("consolidation", position, 0, sentence), Triplet("opacity", position, 0, sentence)]
+    elif entity in ("sharp", "sharply"):
+        out += [Triplet("effusion", position, 0, sentence) for position in positions if "costophrenic" in position]
+    elif entity == "intact" and "other" in positions:
+        out.append(Triplet("fracture", "other", 0, sentence))
+    return out
+
+
 def validate(triplet: Triplet) -> Triplet:
     """Raises ValueError for names outside the vocabularies or an existence outside {1, 0, -1}."""
     if triplet.entity not in ENTITY_INDEX:
