@@ -1,9 +1,10 @@
 """Train-time augmentation for a whole batch at once: one affine warp does crop, resize and rotation.
 
-Per-sample pipelines (PIL -> RandomResizedCrop -> RandomRotation -> ColorJitter -> ToTensor) spend most of their time
-in Python and in separate resampling passes. Here each image gets a random crop box and angle, all images of the batch
-are laid on one canvas, and a single `grid_sample` produces the (B, 1, S, S) batch; brightness and contrast are two
-vectorised ops. No horizontal flip: it would swap the patient's left and right, and with them the position labels.
+The usual per-sample pipeline (decode PNG -> RandomResizedCrop -> RandomRotation -> ColorJitter -> ToTensor) decodes
+every time and resamples twice. Here the image is already a uint8 array in a memory-mapped shard; crop, rotation and
+resize are one affine resampling (OpenCV's warpAffine), brightness and contrast one 256-entry lookup table, and the
+batch is delivered as uint8. No horizontal flip: it would swap the patient's left and right, and with them the
+position labels.
 
 Randomness is a pure function of (seed, epoch, row), so a batch is the same whichever worker builds it and after a
 resume mid-epoch.
@@ -14,9 +15,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 @dataclass
@@ -72,39 +73,45 @@ def sample_params(rng: np.random.Generator, height: int, width: int, config: Aug
     )
 
 
+def _color_table(image: np.ndarray, p: WarpParams) -> np.ndarray | None:
+    """A 256-entry lookup table for brightness and contrast (torchvision's definitions), or None if both are 1."""
+    if p.brightness == 1 and p.contrast == 1:
+        return None
+    mean = float(image.mean())
+    levels = (np.arange(256, dtype=np.float32) - mean) * p.contrast + mean
+    return np.clip(np.rint(levels * p.brightness), 0, 255).astype(np.uint8)
+
+
+def warp(image: np.ndarray, p: WarpParams, size: int) -> np.ndarray:
+    """Crops, rotates and resizes one (H, W) uint8 image to (size, size) uint8 with a single bilinear resampling."""
+    angle = math.radians(p.angle)
+    cos, sin = math.cos(angle), math.sin(angle)
+    half_width, half_height = p.width / 2, p.height / 2
+    # Output pixel index -> [-1, 1] (pixel centres at (i + 0.5) / size), then -> input pixel index: the crop centre
+    # plus the crop's half-extents rotated by `angle` (-0.5 turns edge coordinates back into pixel indices).
+    to_unit = np.array([[2 / size, 0, 1 / size - 1], [0, 2 / size, 1 / size - 1], [0, 0, 1]])
+    to_input = np.array(
+        [
+            [cos * half_width, -sin * half_height, p.x0 + half_width - 0.5],
+            [sin * half_width, cos * half_height, p.y0 + half_height - 0.5],
+            [0, 0, 1],
+        ]
+    )
+    matrix = (to_input @ to_unit)[:2]
+    output = cv2.warpAffine(
+        image, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT
+    )
+    table = _color_table(output, p)
+    return output if table is None else cv2.LUT(output, table)
+
+
 def warp_batch(images: list[np.ndarray], params: list[WarpParams], size: int) -> torch.Tensor:
-    """Crops, rotates and resizes a list of (H_i, W_i) uint8 images into one (B, 1, size, size) float batch in [0, 1].
+    """Warps a list of (H_i, W_i) uint8 images of any sizes into one (B, 1, size, size) uint8 batch.
 
-    Args:
-        images: grayscale images of any (possibly different) sizes.
-        params: one `WarpParams` per image.
-        size: output side in pixels.
+    The batch stays uint8 (a quarter of the bytes of float32 through the DataLoader's queues and to the GPU); the
+    model scales it to [0, 1] on its device.
     """
-    batch = len(images)
-    canvas_height = max(image.shape[0] for image in images)
-    canvas_width = max(image.shape[1] for image in images)
-    canvas = np.zeros((batch, 1, canvas_height, canvas_width), dtype=np.uint8)
-    for i, image in enumerate(images):
-        canvas[i, 0, : image.shape[0], : image.shape[1]] = image
-    canvas = torch.from_numpy(canvas).float().div_(255.0)  # (B, 1, Hc, Wc)
-
-    # theta maps output coordinates in [-1, 1] to canvas coordinates in [-1, 1] (align_corners=False: pixel edges).
-    theta = torch.zeros(batch, 2, 3)
-    for i, p in enumerate(params):
-        angle = math.radians(p.angle)
-        cos, sin = math.cos(angle), math.sin(angle)
-        half_width, half_height = p.width / 2, p.height / 2
-        center_x, center_y = p.x0 + half_width, p.y0 + half_height
-        # Rotate the crop's half-extents in pixel units, then scale to the canvas's normalised coordinates.
-        theta[i, 0] = torch.tensor([cos * half_width, -sin * half_height, center_x]) * (2 / canvas_width)
-        theta[i, 1] = torch.tensor([sin * half_width, cos * half_height, center_y]) * (2 / canvas_height)
-        theta[i, :, 2] -= 1
-    grid = F.affine_grid(theta, [batch, 1, size, size], align_corners=False)  # (B, S, S, 2)
-    output = F.grid_sample(canvas, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B, 1, S, S)
-
-    brightness = torch.tensor([p.brightness for p in params]).view(batch, 1, 1, 1)
-    contrast = torch.tensor([p.contrast for p in params]).view(batch, 1, 1, 1)
-    if bool((brightness != 1).any() or (contrast != 1).any()):
-        mean = output.mean(dim=(1, 2, 3), keepdim=True)
-        output = ((output - mean) * contrast + mean).mul_(brightness).clamp_(0.0, 1.0)
-    return output
+    batch = np.empty((len(images), 1, size, size), dtype=np.uint8)
+    for i, (image, p) in enumerate(zip(images, params, strict=True)):
+        batch[i, 0] = warp(image, p, size)
+    return torch.from_numpy(batch)

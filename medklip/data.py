@@ -6,9 +6,9 @@
     loader, sampler = make_loader(train, batch_size=32, shuffle=True, num_workers=2)
 
 The dataset implements `__getitems__`, so the DataLoader hands it a list of indices and it returns a ready batch
-dict: `image` (B, 1, S, S) float in [0, 1], `row` (B,) row numbers in `reports.parquet`, plus any per-row
-`targets` arrays it was given (labels, from extraction). Works with `DistributedSampler` (one code path for 1..N
-processes): call `loader_sampler.set_epoch(epoch)` and `dataset.set_epoch(epoch)` each epoch.
+dict: `image` (B, 1, S, S) uint8 (the model scales it on its device), `row` (B,) row numbers in `reports.parquet`,
+plus any per-row `targets` arrays it was given (labels, from extraction). Works with `DistributedSampler` (one code
+path for 1..N processes): call `sampler.set_epoch(epoch)` and `dataset.set_epoch(epoch)` each epoch.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ class PreparedData:
             raise DataError(f"{self.root}: not a prepared data folder (run `medklip data prepare --out {self.root}`)")
         self.manifest = manifest
         self.table = pd.read_parquet(self.root / "reports.parquet")
+        # Plain arrays: a pandas row lookup per image would cost more than the image itself.
+        self._layout = self.table[["shard", "offset", "height", "width"]].to_numpy(dtype=np.int64)
         self._maps: dict[int, np.memmap] = {}
 
     def __getstate__(self):
@@ -57,10 +59,8 @@ class PreparedData:
 
     def image(self, row: int) -> np.ndarray:
         """The (H, W) uint8 image of table row `row` (a view into the shard; copy before writing)."""
-        entry = self.table.iloc[row]
-        start = int(entry["offset"])
-        height, width = int(entry["height"]), int(entry["width"])
-        return self._shard(int(entry["shard"]))[start : start + height * width].reshape(height, width)
+        shard, start, height, width = self._layout[row]
+        return self._shard(int(shard))[start : start + height * width].reshape(height, width)
 
     def rows(self, split: str | None) -> np.ndarray:
         """Row numbers of a split (`train`, `val`, `test`), or all rows for None."""
@@ -131,7 +131,8 @@ class CXRDataset(Dataset):
         return {name: value[0] for name, value in self.__getitems__([index]).items()}
 
 
-def _already_batched(batch):
+def already_batched(batch):
+    """The DataLoader's collate_fn for a dataset whose `__getitems__` returns a whole batch."""
     return batch
 
 
@@ -171,7 +172,7 @@ def make_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=_already_batched,
+        collate_fn=already_batched,
         drop_last=drop_last,
         pin_memory=torch.cuda.is_available(),
         prefetch_factor=4 if num_workers > 0 else None,
