@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The longest real path that exists today: synthesise a data set, prepare it into shards, inspect it.
+# The longest real path that exists today: synthesise a data set, prepare it into shards, extract triplets from its
+# reports (cached: a rerun extracts nothing), inspect the result.
 run: $(STAMP)
 	$(VENV)/bin/medklip data prepare --source "synthetic://2000?seed=0" --out $(DATA)
+	$(VENV)/bin/medklip extract --data $(DATA) --cache .cache/extract
 	$(VENV)/bin/medklip data inspect $(DATA)
 
 test: $(STAMP)
@@ -36,6 +38,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/loader.py
+	$(PY) benchmarks/extract.py
 
 clean:
-	rm -rf $(DATA) .pytest_cache .ruff_cache
+	rm -rf $(DATA) .cache .pytest_cache .ruff_cache

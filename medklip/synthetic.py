@@ -2024,20 +2024,20 @@ def write_report(spec: CaseSpec, rng: np.random.Generator) -> tuple[str, str, li
 
 
 def _truth(rows: list[Row], boxes: dict[tuple[int, str], Box]) -> list[TruthRow]:
-    """Deduplicates rows by (entity, position) and attaches boxes; conflicting statements are a bug."""
+    """Deduplicates rows by (entity, position) and attaches boxes.
+
+    A finding hedged in one section and stated in the other ("may represent pneumonia" ... "Left upper lobe
+    pneumonia.") keeps the strongest statement, 1 over 0 over -1, as the labels do.
+    """
     truth: dict[tuple[str, str], TruthRow] = {}
     for entity, position, existence, key in rows:
         box = boxes.get(key) if key is not None and existence != 0 else None
         if key is not None and box is None and existence != 0:
             box = boxes.get((key[0], "all"))
         previous = truth.get((entity, position))
-        if previous is not None:
-            if previous.existence != existence:
-                raise RuntimeError(
-                    f"conflicting statements for {entity} at {position}: {previous.existence}, {existence}"
-                )
+        if previous is not None and previous.existence >= existence:
             continue
-        truth[(entity, position)] = TruthRow(entity, position, existence, box)
+        truth[(entity, position)] = TruthRow(entity, position, existence, box or (previous.box if previous else None))
     return list(truth.values())
 
 
