@@ -176,10 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--batch-size", type=int, default=256, help="reports per extractor call")
     extract.add_argument("--json", action="store_true", help="score: also print the full result as JSON")
     extract.set_defaults(handler=_extract)
+
+    commands.add_parser("train", help="train MedKLIP (see `medklip train --help`)", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # its own parser, shared with `python -m medklip.train` and torchrun
+        from medklip import train
+
+        try:
+            return train.main(argv[1:])
+        except (DataError, ValueError) as error:
+            print(f"medklip train: error: {error}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

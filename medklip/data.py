@@ -176,6 +176,9 @@ def make_loader(
         drop_last=drop_last,
         pin_memory=torch.cuda.is_available(),
         prefetch_factor=4 if num_workers > 0 else None,
+        # The loader draws its workers' base seed from this generator, not from the global RNG, so creating an
+        # iterator does not shift the dropout stream (a resumed run stays identical to an uninterrupted one).
+        generator=torch.Generator().manual_seed(seed),
     )
     return loader, sampler
 

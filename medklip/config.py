@@ -1,0 +1,181 @@
+"""Configuration: one dataclass per part, presets as YAML files in `configs/`, precedence defaults < preset < flags.
+
+    from medklip.config import load_config, list_presets
+    list_presets()                                   # ['base', 'debug', 'demo']
+    config = load_config("demo", {"train.epochs": 3})
+    config.model.d_model
+
+Unknown keys are errors, in preset files and in overrides alike. The resolved config (`to_dict`) goes into every
+checkpoint (and, later, every MLflow run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class ModelConfig:
+    """The MedKLIP network (reference: medklip.md section 1)."""
+
+    backbone: str = "resnet50"  # torchvision ResNet, cut after layer3 (stride 16); resnet18/34 for small presets
+    backbone_weights: str | None = None  # a torchvision state_dict file to start from; None = random init (as MedKLIP)
+    image_size: int = 224  # input side in pixels; patch tokens = (image_size / 16) ** 2
+    d_model: int = 256  # width of the decoder
+    num_heads: int = 4  # attention heads in the decoder
+    num_decoder_layers: int = 4  # pre-norm transformer decoder layers
+    ffn_dim: int = 1024  # hidden width of the decoder's feed-forward blocks
+    dropout: float = 0.1  # dropout in the decoder layers and on the decoder output
+    text_encoder: str = "emilyalsentzer/Bio_ClinicalBERT"  # Hub name, local folder, or "package:<python package>"
+    text_pooling: str = "cls"  # "cls" (MedKLIP) or "mean" (sentence-embedding models such as MiniLM)
+    text_max_length: int = 128  # tokenizer length for descriptions and position prompts (one length, train and test)
+    exclude_unseen: bool = False  # drop MedKLIP's 7 "unseen" entities from the losses (zero-shot ablation)
+
+
+@dataclass
+class LossConfig:
+    """L = L_cls + position_weight * L_pos + semantic_weight * L_sem (reference: medklip.md section 4)."""
+
+    position_weight: float = 1.0  # a1: position-contrastive InfoNCE, only for present entities
+    semantic_weight: float = 0.0  # a2: 1 - cos(pooled image, knowledge of present findings); 0 = off (as MedKLIP)
+    num_negatives: int = 7  # sampled negative positions per positive
+
+
+@dataclass
+class AugmentSettings:
+    """Train-time augmentation ranges (medklip.augment.AugmentConfig)."""
+
+    scale: tuple[float, float] = (0.6, 1.0)  # crop area / image area
+    max_rotation: float = 10.0  # degrees
+    brightness: float = 0.2  # factor in [1 - b, 1 + b]
+    contrast: float = 0.2  # factor in [1 - c, 1 + c]
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop (reference: medklip.md section 1.6)."""
+
+    epochs: int = 100  # passes over the training split
+    batch_size: int = 48  # images per optimizer step per process, before accumulation
+    lr: float = 1e-4  # peak learning rate (AdamW)
+    min_lr: float = 1e-5  # end of the cosine schedule
+    weight_decay: float = 0.02  # AdamW decay on weights (never on norms and biases)
+    warmup_steps: int = 500  # linear warm-up from min_lr to lr, in optimizer steps
+    grad_clip: float = 1.0  # max gradient norm; 0 = off
+    grad_accumulation: int = 1  # micro-batches per optimizer step
+    amp: str = "auto"  # "auto" (bf16 on GPUs that support it, fp32 on CPUs), "bf16", "off"
+    channels_last: bool = True  # NHWC memory format for the convolutional backbone
+    gradient_checkpointing: bool = False  # recompute activations in backward to save memory
+    num_workers: int = 2  # DataLoader worker processes per training process
+    seed: int = 0  # model init, data order, augmentation and negative sampling
+    deterministic: bool = (
+        False  # deterministic algorithms: a killed and resumed run ends where an uninterrupted one does
+    )
+    save_every_steps: int = 200  # write `last` this often (and at every epoch end)
+    early_stopping_patience: int = 0  # stop after this many epochs without a better validation AUC; 0 = off
+    max_steps: int = 0  # stop after this many optimizer steps (0 = no limit); for smoke tests
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+
+
+@dataclass
+class Config:
+    """Everything a training run needs, resolved."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def list_presets() -> list[str]:
+    """Names of the preset files in `configs/`."""
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+
+
+def _apply(target: Any, values: dict, where: str) -> None:
+    """Sets dataclass fields from a nested dict, refusing unknown keys and coercing tuples."""
+    known = {f.name: f for f in dataclasses.fields(target)}
+    for key, value in values.items():
+        if key not in known:
+            raise ValueError(f"{where}: unknown key {key!r}; known: {sorted(known)}")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}.{key}: expected a mapping, got {value!r}")
+            _apply(current, value, f"{where}.{key}")
+        elif isinstance(current, tuple):
+            setattr(target, key, tuple(value))
+        elif isinstance(current, bool) and not isinstance(value, bool):
+            raise ValueError(f"{where}.{key}: expected true/false, got {value!r}")
+        elif isinstance(current, float) and isinstance(value, int | float) and not isinstance(value, bool):
+            setattr(target, key, float(value))
+        elif isinstance(current, int) and not isinstance(current, bool) and isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"{where}.{key}: expected an integer, got {value!r}")
+            setattr(target, key, int(value))
+        else:
+            setattr(target, key, value)
+
+
+def load_config(preset: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then a preset (a name from `list_presets()` or a YAML path), then dotted overrides.
+
+    Args:
+        preset: "debug", "demo", "base", a path to a YAML file, or None for the defaults.
+        overrides: {"train.epochs": 3, "model.d_model": 128, ...}; None values are ignored (unset CLI flags).
+
+    Raises:
+        ValueError: unknown preset, unknown key, or a value of the wrong kind.
+    """
+    config = Config()
+    if preset is not None:
+        path = Path(preset)
+        if not path.suffix:
+            path = PRESETS_DIR / f"{preset}.yaml"
+            if not path.is_file():
+                raise ValueError(f"unknown preset {preset!r}; choose from {list_presets()} or give a YAML path")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level")
+        _apply(config, values, str(path))
+    nested: dict = {}
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        level = nested
+        for parent in parents:
+            level = level.setdefault(parent, {})
+        level[leaf] = value
+    _apply(config, nested, "override")
+    return config
+
+
+def to_dict(config: Config) -> dict:
+    """The resolved config as plain data (JSON/YAML-ready)."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(values: dict) -> Config:
+    """The inverse of `to_dict` (e.g. from a checkpoint); unknown keys are errors."""
+    config = Config()
+    _apply(config, values, "config")
+    return config
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1e-4}} -> {"train.lr": 1e-4}, e.g. for logging params."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

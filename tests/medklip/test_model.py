@@ -1,0 +1,65 @@
+"""The MedKLIP network: shapes, gradients, buffers in the state dict, the paper's size, attention maps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medklip.config import load_config
+from medklip.model import MedKLIP, grounding_maps
+
+
+def tiny(text_dim: int = 24) -> MedKLIP:
+    torch.manual_seed(0)
+    return MedKLIP(load_config("debug").model, torch.randn(75, text_dim), torch.randn(51, text_dim))
+
+
+def test_forward_shapes_and_no_nan():
+    model = tiny().eval()  # in training mode attention dropout makes the maps sum to about, not exactly, 1
+    images = torch.randint(0, 256, (3, 1, 64, 64), dtype=torch.uint8)
+    out = model(images, return_attention=True)
+    assert out["exist_logits"].shape == (3, 75)
+    assert out["position_features"].shape == (3, 75, 24)
+    assert out["attention"].shape == (3, 1, 75, 16)  # 64 px / stride 16 = 4 x 4 patch tokens
+    assert torch.allclose(out["attention"].sum(-1), torch.ones(3, 1, 75), atol=1e-5)
+    assert all(torch.isfinite(value).all() for value in out.values())
+    assert grounding_maps(out["attention"], 64).shape == (3, 75, 64, 64)
+
+
+def test_every_parameter_gets_a_gradient_and_buffers_are_frozen():
+    model = tiny()
+    out = model(torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8))
+    (out["exist_logits"].sum() + out["position_features"].sum() + out["image_features"].sum()).backward()
+    missing = [name for name, parameter in model.named_parameters() if parameter.grad is None]
+    assert not missing
+    assert not model.entity_embeddings.requires_grad
+    state = model.state_dict()
+    assert state["entity_embeddings"].shape == (75, 24) and state["position_embeddings"].shape == (51, 24)
+
+
+def test_base_preset_matches_the_paper_size():
+    model = MedKLIP(load_config("base").model, torch.zeros(75, 768), torch.zeros(51, 768))
+    parameters = sum(p.numel() for p in model.parameters())
+    assert 14.0e6 < parameters < 15.0e6  # reference: about 14.5 M trainable
+    out = model(torch.zeros(1, 1, 224, 224, dtype=torch.uint8), return_attention=True)
+    assert out["attention"].shape == (1, 4, 75, 196)
+
+
+def test_channels_last_and_checkpointing_do_not_change_results():
+    model = tiny().eval()
+    images = torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8)
+    reference = model(images)["exist_logits"]
+    model.set_channels_last(True)
+    assert torch.allclose(model(images)["exist_logits"], reference, atol=1e-4)
+    model.train()
+    model.set_gradient_checkpointing(True)
+    torch.manual_seed(1)
+    checkpointed = model(images)["exist_logits"]
+    model.set_gradient_checkpointing(False)
+    torch.manual_seed(1)
+    assert torch.allclose(model(images)["exist_logits"], checkpointed, atol=1e-4)
+
+
+def test_wrong_knowledge_shapes_are_refused():
+    with pytest.raises(ValueError, match="75 entity and 51 position"):
+        MedKLIP(load_config("debug").model, torch.zeros(70, 8), torch.zeros(51, 8))

@@ -1,0 +1,131 @@
+"""Training for real on tiny synthetic data: checkpoints, resume, SIGKILL + restart, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from medklip.checkpoint import CheckpointError, load_model, read_header
+from medklip.cli import main
+from medklip.data import PreparedData
+from medklip.extract import extract_file
+from medklip.prepare import PrepareConfig, prepare
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    prepare("synthetic://80?seed=3&size=64", root / "data", PrepareConfig(workers=2, short_side=64, val_fraction=0.2))
+    extract_file(root / "data/reports.parquet", root / "data/triplets.parquet")
+    return root / "data"
+
+
+def run(data: Path, save: Path, *flags: str) -> int:
+    return main(["train", "--data", str(data), "--config", "debug", "--save", str(save), *flags])
+
+
+def history(save: Path) -> list[dict]:
+    return [json.loads(line) for line in (save / "history.jsonl").read_text().splitlines()]
+
+
+def test_train_writes_checkpoints_history_and_a_loadable_best_model(data, tmp_path):
+    save = tmp_path / "ckpt"
+    assert run(data, save, "--epochs", "2") == 0
+    records = history(save)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(r["train_loss"] > 0 and "val_mean_auc" in r for r in records)
+    config, extra = read_header(save / "model_best.safetensors")
+    assert config.model.image_size == 64 and extra["epoch"] in (1, 2)
+    model = load_model(save / "model_best.safetensors")
+    probabilities = model.probabilities(torch.zeros(2, 1, 64, 64, dtype=torch.uint8))
+    assert probabilities.shape == (2, 75) and ((0 <= probabilities) & (probabilities <= 1)).all()
+    assert json.loads((save / "last.json").read_text())["step"] == records[-1]["step"]
+
+    # The same command again resumes from `last` and trains the extra epoch only.
+    assert run(data, save, "--epochs", "3") == 0
+    assert [r["epoch"] for r in history(save)] == [1, 2, 3]
+
+
+def test_sigkill_mid_epoch_then_restart_ends_like_an_uninterrupted_run(data, tmp_path):
+    flags = ["--epochs", "3", "--deterministic", "--set", "train.save_every_steps=2"]
+    assert run(data, tmp_path / "straight", *flags) == 0
+    command = [sys.executable, "-m", "medklip.train", "--data", str(data), "--config", "debug"]
+    command += ["--save", str(tmp_path / "killed"), *flags]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pointer = tmp_path / "killed/last.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if pointer.exists() and json.loads(pointer.read_text())["step"] >= 4:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_at = json.loads(pointer.read_text())["step"]
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    straight, resumed = history(tmp_path / "straight"), history(tmp_path / "killed")
+    assert resumed[-1]["step"] == straight[-1]["step"] > killed_at
+    assert resumed[-1]["train_loss"] == straight[-1]["train_loss"]
+    assert resumed[-1]["val_mean_auc"] == straight[-1]["val_mean_auc"]
+    a = load_model(tmp_path / "straight/model_best.safetensors").state_dict()
+    b = load_model(tmp_path / "killed/model_best.safetensors").state_dict()
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_corrupt_checkpoint_is_an_error_not_a_fresh_start(data, tmp_path):
+    save = tmp_path / "ckpt"
+    assert run(data, save, "--max-steps", "2") == 0
+    step_dir = save / json.loads((save / "last.json").read_text())["dir"]
+    (step_dir / "model.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot resume"):
+        run(data, save, "--max-steps", "4")
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(data, tmp_path, monkeypatch):
+    from medklip import losses
+
+    save = tmp_path / "ckpt"
+    assert run(data, save, "--max-steps", "2", "--set", "train.save_every_steps=1") == 0
+    kept = (save / "last.json").read_text()
+    original = losses.MedKLIPLoss.forward
+
+    def poisoned(self, *args, **kwargs):
+        terms = original(self, *args, **kwargs)
+        terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(losses.MedKLIPLoss, "forward", poisoned)
+    from medklip.train import TrainingError
+
+    with pytest.raises(TrainingError, match="loss is nan"):
+        run(data, save, "--max-steps", "4")
+    assert (save / "last.json").read_text() == kept
+    load_model(save / json.loads(kept)["dir"] / "model.safetensors")
+
+
+def test_missing_triplets_is_a_clear_cli_error(tmp_path, capsys):
+    prepare("synthetic://10?seed=1&size=64", tmp_path / "data", PrepareConfig(workers=1, short_side=64))
+    assert run(tmp_path / "data", tmp_path / "ckpt") == 2
+    assert "run `medklip extract --data" in capsys.readouterr().err
+
+
+def test_torchrun_two_processes_train_with_ddp(data, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "medklip.train", "--data", str(data)]
+    command += ["--config", "debug", "--save", str(tmp_path / "ckpt"), "--epochs", "2"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    records = history(tmp_path / "ckpt")
+    assert [r["epoch"] for r in records] == [1, 2]  # one writer: rank 0
+    # Each rank sees half of each epoch: 2 ranks x batch 8, so half the steps of a single process.
+    assert records[-1]["step"] == 2 * (len(PreparedData(data).rows("train")) // 16)
+    load_model(tmp_path / "ckpt/model_best.safetensors")
