@@ -105,6 +105,11 @@ def _apply(target: Any, values: dict, where: str) -> None:
         if key not in known:
             raise ValueError(f"{where}: unknown key {key!r}; known: {sorted(known)}")
         current = getattr(target, key)
+        if isinstance(value, str) and isinstance(current, int | float) and not isinstance(current, bool):
+            try:  # YAML reads "1e-5" (no dot) as a string
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"{where}.{key}: expected a number, got {value!r}") from None
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ValueError(f"{where}.{key}: expected a mapping, got {value!r}")

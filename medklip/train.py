@@ -102,6 +102,8 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 def lr_lambda(config: Config, total_steps: int):
     """Linear warm-up from min_lr to lr, then cosine to min_lr, as a factor of lr."""
+    if config.train.lr <= 0 or config.train.min_lr < 0:
+        raise ValueError(f"train.lr must be > 0 and train.min_lr >= 0, got {config.train.lr} and {config.train.min_lr}")
     floor = config.train.min_lr / config.train.lr
     warmup = max(0, min(config.train.warmup_steps, total_steps - 1))
 

@@ -129,3 +129,31 @@ def test_torchrun_two_processes_train_with_ddp(data, tmp_path):
     # Each rank sees half of each epoch: 2 ranks x batch 8, so half the steps of a single process.
     assert records[-1]["step"] == 2 * (len(PreparedData(data).rows("train")) // 16)
     load_model(tmp_path / "ckpt/model_best.safetensors")
+
+
+def test_early_stopping_ends_training_when_validation_stops_improving(data, tmp_path):
+    flags = ["--epochs", "5", "--set", "train.early_stopping_patience=1"]
+    flags += ["--set", "train.lr=1e-30", "--set", "train.min_lr=1e-30"]  # weights cannot move: AUC never improves
+    assert run(data, tmp_path / "ckpt", *flags) == 0
+    assert [r["epoch"] for r in history(tmp_path / "ckpt")] == [1, 2]
+
+
+def test_torchrun_max_restarts_resumes_a_killed_worker(data, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    save = tmp_path / "ckpt"
+    command = [str(torchrun), "--standalone", "--nproc-per-node", "1", "--max-restarts", "1", "-m", "medklip.train"]
+    command += ["--data", str(data), "--config", "debug", "--save", str(save), "--epochs", "4"]
+    command += ["--deterministic", "--set", "train.save_every_steps=2"]
+    agent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline, killed = time.time() + 120, False
+    while time.time() < deadline and agent.poll() is None and not killed:
+        pointer = save / "last.json"
+        if pointer.exists() and json.loads(pointer.read_text())["step"] >= 4:
+            worker = subprocess.run(["pgrep", "-P", str(agent.pid)], capture_output=True, text=True).stdout.split()
+            for pid in worker:
+                os.kill(int(pid), signal.SIGKILL)
+            killed = bool(worker)
+        time.sleep(0.02)
+    _, stderr = agent.communicate(timeout=300)
+    assert killed and agent.returncode == 0, stderr[-3000:]
+    assert [r["epoch"] for r in history(save)] == [1, 2, 3, 4]
