@@ -68,13 +68,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """A `MedKLIP` from a weights file alone: config from its header, knowledge embeddings from its buffers."""
     from medklip.model import MedKLIP
 
-    config, _ = read_header(path)
+    config, extra = read_header(path)
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path}: cannot read weights ({error})") from error
     model = MedKLIP(config.model, tensors["entity_embeddings"], tensors["position_embeddings"])
     model.load_state_dict(tensors)
+    model.label_counts = extra.get("label_counts")  # {entity: [n_pos, n_neg]} in training, when recorded
     return model.to(device).eval()
 
 

@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 
+from medklip.checkpoint import CheckpointError
 from medklip.sources import DataError
 
 
@@ -128,6 +129,73 @@ def _extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from medklip import evaluate
+
+    if bool(args.data) == bool(args.labels):
+        raise DataError("give --data PREPARED_DIR, or --labels FILE.csv with --label-map")
+    if args.labels:
+        if not args.label_map:
+            raise DataError("--labels needs --label-map (chestxray14, chexpert, or a CSV with label,entity)")
+        metrics = evaluate.evaluate_labels(args.weights, args.labels, args.label_map, args.out, args.resamples)
+    else:
+        metrics = evaluate.evaluate_folder(
+            args.weights, args.data, args.out, args.split, args.resamples, args.heatmaps, True, args.threshold_data
+        )
+
+    def number(value) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    def interval(values) -> str:
+        return "no CI" if not values else f"95% CI {values[0]:.3f}-{values[1]:.3f}"
+
+    if metrics["mean_auc"] is None:
+        print(f"no entity has both classes in the test data (n_test {metrics['n_test']}): no AUC")
+    else:
+        print(
+            f"mean AUC {metrics['mean_auc']:.3f} ({interval(metrics.get('mean_auc_ci95'))}) over "
+            f"{metrics['n_entities_with_auc']} entities with both classes; accuracy {number(metrics['accuracy'])} "
+            f"at validation thresholds; n_test {metrics['n_test']}"
+        )
+    scored = sorted(
+        ((entity, values) for entity, values in metrics["per_entity"].items() if values["auc"] is not None),
+        key=lambda item: -item[1]["n_pos"],
+    )
+    for entity, values in scored[:15]:
+        print(f"  {entity:<18} AUC {values['auc']:.3f} ({interval(values['auc_ci95'])})  n_pos {values['n_pos']:>5}")
+    if metrics.get("grounding"):
+        grounding = metrics["grounding"]
+        print(f"  pointing game {grounding['overall']:.3f} over {grounding['n']} lesions")
+    print(f"wrote {args.out}/metrics.json and plots")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from medklip.checkpoint import load_model
+    from medklip.predict import predict_files
+
+    model = load_model(args.weights)
+    results = predict_files(model, args.images, top=args.top, heatmap_dir=args.heatmap)
+    if args.json:
+        print(json.dumps([result.to_json() for result in results], indent=2))
+    else:
+        for result in results:
+            if result.error:
+                print(f"{result.image}: ERROR {result.error}")
+                continue
+            findings = ", ".join(
+                f"{item['entity']} {item['probability']:.2f} ({item['positions'][0]['position']})"
+                for item in result.top_findings
+            )
+            print(f"{result.image}: {findings}")
+            for path in result.heatmaps or []:
+                print(f"  heatmap {path}")
+    failed = [result for result in results if result.error]
+    for result in failed:
+        print(f"medklip predict: {result.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medklip", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -178,6 +246,28 @@ def build_parser() -> argparse.ArgumentParser:
     extract.set_defaults(handler=_extract)
 
     commands.add_parser("train", help="train MedKLIP (see `medklip train --help`)", add_help=False)
+
+    evaluate = commands.add_parser("evaluate", help="metrics.json with CIs, plots, heatmaps, grounding")
+    evaluate.add_argument("--weights", required=True, help="a model_best.safetensors")
+    evaluate.add_argument("--data", help="prepared folder with triplets.parquet (thresholds from its val split)")
+    evaluate.add_argument("--split", default="test", choices=("test", "val", "train", "all"), help="the split scored")
+    evaluate.add_argument(
+        "--threshold-data", help="prepared folder whose val split sets thresholds (default: --data; needed for all)"
+    )
+    evaluate.add_argument("--labels", help="external label set: CSV with an image column (zero-shot)")
+    evaluate.add_argument("--label-map", help="chestxray14, chexpert, or a CSV with columns label,entity")
+    evaluate.add_argument("--out", default="results", help="output folder (default: results)")
+    evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the CIs")
+    evaluate.add_argument("--heatmaps", type=int, default=8, help="test images to draw attention heatmaps for")
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser("predict", help="probabilities of the 75 findings for image files")
+    predict.add_argument("images", nargs="+", help="PNG/JPEG files of any size and bit depth")
+    predict.add_argument("--weights", required=True, help="a model_best.safetensors (or any step's model.safetensors)")
+    predict.add_argument("--json", action="store_true", help="print JSON: probabilities and top findings per image")
+    predict.add_argument("--top", type=int, default=5, help="findings listed per image")
+    predict.add_argument("--heatmap", metavar="DIR", help="write attention overlays of the top 3 findings here")
+    predict.set_defaults(handler=_predict)
     return parser
 
 
@@ -199,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.handler(args)
-    except (DataError, ValueError) as error:
+    except (DataError, ValueError, CheckpointError) as error:
         if args.verbose:
             raise
         print(f"medklip: error: {error}", file=sys.stderr)

@@ -83,7 +83,7 @@ def decode_image(data: bytes, short_side: int | None = None, min_side: int = MIN
     except BadImage:
         raise
     except UnidentifiedImageError as error:
-        raise BadImage("not an image", str(error)) from error
+        raise BadImage("not an image", "no decoder recognises the file (PNG, JPEG, TIFF, BMP, ...)") from error
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise BadImage("too large", str(error)) from error
     except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt streams

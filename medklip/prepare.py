@@ -17,6 +17,7 @@ Preparing the same input with the same settings again does nothing: the manifest
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import logging
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from filelock import FileLock
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from medklip.images import MIN_SIDE, BadImage, decode_image
@@ -40,7 +42,7 @@ from medklip.sources import DataError, Record, open_source
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "medklip-prepared/1"
+FORMAT = "medklip-prepared/2"  # 2: source_height/source_width columns
 WINDOW = 256  # records decoded per round trip to the worker pool (bounds memory for in-memory sources)
 MAX_STUDY_IMAGES = 4  # a duplicate report shared by more rows than this is boilerplate, not one study
 
@@ -95,8 +97,8 @@ def assign_splits(
     return splits
 
 
-def _decode(job: tuple[str | None, bytes | None, int, int]) -> tuple[np.ndarray | None, str | None]:
-    """Worker: (path, bytes, short_side, min_side) -> (pixels or None, skip reason or None)."""
+def _decode(job: tuple[str | None, bytes | None, int, int]) -> tuple[np.ndarray | None, str | None, tuple[int, int]]:
+    """Worker: (path, bytes, short_side, min_side) -> (pixels or None, skip reason or None, source (height, width))."""
     path, data, short_side, min_side = job
     try:
         if data is None:
@@ -109,9 +111,12 @@ def _decode(job: tuple[str | None, bytes | None, int, int]) -> tuple[np.ndarray 
                 raise BadImage("missing file") from None
             except OSError as error:
                 raise BadImage("unreadable file", str(error)) from error
-        return decode_image(data, short_side=short_side, min_side=min_side), None
+        pixels = decode_image(data, short_side=short_side, min_side=min_side)
+        with Image.open(io.BytesIO(data)) as header:  # the source size (boxes and annotations refer to it)
+            width, height = ImageOps.exif_transpose(header).size if header.getexif().get(0x0112) else header.size
+        return pixels, None, (height, width)
     except BadImage as error:
-        return None, str(error)
+        return None, str(error), (0, 0)
 
 
 def _screen(records: Iterator[Record], skipped: list[dict]) -> Iterator[Record]:
@@ -224,7 +229,7 @@ def _build(opened, source: str, out: Path, config: PrepareConfig, fingerprint: s
         for window in _windows(_screen(opened.records(), skipped), WINDOW):
             jobs = [(r.image_path, r.image_bytes, config.short_side, config.min_side) for r in window]
             results = pool.map(_decode, jobs, chunksize=8) if pool else map(_decode, jobs)
-            for record, (pixels, reason) in zip(window, results, strict=True):
+            for record, (pixels, reason, source_size) in zip(window, results, strict=True):
                 if pixels is None:
                     skipped.append({"id": record.id, "path": record.image_ref, "reason": reason})
                     continue
@@ -241,6 +246,8 @@ def _build(opened, source: str, out: Path, config: PrepareConfig, fingerprint: s
                         "offset": offset,
                         "height": pixels.shape[0],
                         "width": pixels.shape[1],
+                        "source_height": source_size[0],
+                        "source_width": source_size[1],
                     }
                 )
             bar.n = len(rows) + len(skipped)

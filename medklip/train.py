@@ -164,6 +164,11 @@ def _train(config: Config, data_dir: Path, save_dir: Path, info: distributed.Dis
         raise DataError(f"{data_dir}: the train split is empty")
     train_labels = labels["existence"][train_set.row_numbers]
     never_present = [ENTITIES[i] for i in np.flatnonzero(~(train_labels == 1).any(0))]
+    # Stored with the best model: predictions for entities never seen with both labels are not to be trusted.
+    label_counts = {
+        entity: [int((train_labels[:, i] == 1).sum()), int((train_labels[:, i] == 0).sum())]
+        for i, entity in enumerate(ENTITIES)
+    }
     if info.is_main:
         logger.info(
             "%d train / %d val images; %d labelled (image, entity) pairs; no positive example (they only learn "
@@ -302,7 +307,7 @@ def _train(config: Config, data_dir: Path, save_dir: Path, info: distributed.Dis
             if improved or not (save_dir / "model_best.safetensors").exists():
                 state["best_auc"] = record.get("val_mean_auc") or -1.0
                 state["stale_epochs"] = 0
-                extra = {"step": state["step"], "epoch": epoch + 1, "metrics": record}
+                extra = {"step": state["step"], "epoch": epoch + 1, "metrics": record, "label_counts": label_counts}
                 save_weights(module, save_dir / "model_best.safetensors", config, extra)
                 (save_dir / "model_best.json").write_text(json.dumps({**extra, "config": to_dict(config)}, indent=2))
             else:

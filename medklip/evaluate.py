@@ -1,0 +1,214 @@
+"""Evaluate a checkpoint: metrics.json with confidence intervals, plots, attention heatmaps, grounding.
+
+    medklip evaluate --weights checkpoints/demo/model_best.safetensors --data data/demo-test [--out results]
+    medklip evaluate --weights W --data DIR --split test            # the default split
+    medklip evaluate --weights W --labels chestxray14.csv --label-map chestxray14 --out results/cxr14
+
+On a prepared folder (`--data`), labels come from its `triplets.parquet`; thresholds for F1 and accuracy are chosen on
+the folder's `val` split and applied to `--split` (default `test`), never tuned on the scored split. Writes to `--out`:
+
+    metrics.json          mean_auc (over entities with both classes; how many) with a bootstrap CI, accuracy, n_test,
+                          per_entity {auc, auc_ci95, f1, threshold, n_pos, n_neg, brier, ece, reason for any null},
+                          grounding (pointing game, synthetic data)
+    auc_per_entity.png    AUCs with 95% bootstrap whiskers, sorted, n_pos shown
+    roc_curve.png         ROC curves of the findings with the most positives
+    loss_curve.png        from the training history beside the weights (history.jsonl), when there is one
+    heatmaps/             cross-attention of the top findings over sample test images
+
+On synthetic data (a folder with `truth.csv`), `grounding` reports the pointing game: how often the attention peak
+of a rendered finding falls inside its lesion box. With `--labels`, an external label set (ChestX-ray14 style
+`Finding Labels` column, or CheXpert style one column per class) is scored zero-shot through a label map; its rows
+are split by a hash of the image path into 20% for choosing thresholds and 80% for scoring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from medklip.checkpoint import load_model
+from medklip.data import CXRDataset, PreparedData, make_loader
+from medklip.entities import ENTITIES
+from medklip.sources import DataError, read_reports_csv
+
+logger = logging.getLogger(__name__)
+
+LABEL_MAPS_DIR = Path(__file__).resolve().parent.parent / "configs" / "label_maps"
+
+
+@torch.no_grad()
+def score_split(model, dataset: CXRDataset, batch_size: int = 64, truth: pd.DataFrame | None = None, progress=False):
+    """(probabilities (N, 75), rows (N,), grounding hits) over a dataset; hits only when `truth` is given."""
+    from medklip.grounding import attention_heatmaps, pointing_game_from_truth
+
+    loader, _ = make_loader(dataset, batch_size, shuffle=False, num_workers=0)
+    probabilities, rows, grounding = [], [], []
+    table = dataset.data.table
+    for batch in tqdm(loader, desc=f"evaluate {dataset.split or 'all'}", unit="batch", disable=not progress):
+        outputs = model(batch["image"], return_attention=truth is not None)
+        probabilities.append(torch.sigmoid(outputs["exist_logits"].float()).numpy())
+        rows.append(batch["row"].numpy())
+        if truth is not None:
+            # Boxes are in source pixels; the model saw the whole image resized to S x S.
+            picked = table.iloc[batch["row"].numpy()]
+            heights, widths = picked["source_height"], picked["source_width"]
+            sizes = {i: (int(h), int(w)) for i, h, w in zip(picked["id"], heights, widths, strict=True)}
+            maps = attention_heatmaps(outputs["attention"], dataset.image_size)
+            grounding.append(pointing_game_from_truth(maps, picked["id"].to_numpy(), truth, sizes))
+    return np.concatenate(probabilities), np.concatenate(rows), grounding
+
+
+def evaluate_folder(
+    weights: str | Path,
+    data_dir: str | Path,
+    out: str | Path,
+    split: str = "test",
+    n_resamples: int = 1000,
+    n_heatmaps: int = 8,
+    progress: bool = False,
+    threshold_data: str | Path | None = None,
+) -> dict:
+    """`medklip evaluate --data`: scores `split` ("all" for every row), thresholds from the `val` split of
+    `threshold_data` (default: the same folder); returns the metrics dict it writes."""
+    from medklip.evaluation_metrics import evaluate_predictions
+    from medklip.grounding import merge_pointing_results
+    from medklip.train import load_labels
+
+    model = load_model(weights)
+    data = PreparedData(data_dir)
+    labels = load_labels(data)["existence"]
+    size = model.config.image_size
+    truth_path = data.root / "truth.csv"
+    truth = pd.read_csv(truth_path) if truth_path.is_file() else None
+    threshold_folder = PreparedData(threshold_data) if threshold_data else data
+    if split == "all" and threshold_folder.root.resolve() == data.root.resolve():
+        raise DataError("--split all scores the val split too: give --threshold-data (e.g. the training folder)")
+    test = CXRDataset(data, None if split == "all" else split, size)
+    val = CXRDataset(threshold_folder, "val", size)
+    if len(test) == 0:
+        raise DataError(f"{data_dir}: the {split!r} split is empty")
+    if len(val) == 0:
+        raise DataError(f"{threshold_folder.root}: no 'val' split to choose thresholds on (never the scored split)")
+    val_labels = labels if threshold_folder is data else load_labels(threshold_folder)["existence"]
+    test_scores, test_rows, grounding = score_split(model, test, truth=truth, progress=progress)
+    val_scores, val_rows, _ = score_split(model, val, progress=progress)
+    metrics = evaluate_predictions(
+        test_scores, labels[test_rows], val_scores, val_labels[val_rows], n_resamples=n_resamples
+    )
+    metrics["thresholds_data"] = str(threshold_folder.root)
+    metrics["split"] = split
+    metrics["weights"] = str(weights)
+    metrics["grounding"] = merge_pointing_results(grounding) if truth is not None else None
+    out = Path(out)
+    _write_outputs(metrics, test_scores, labels[test_rows], out, Path(weights).parent / "history.jsonl")
+    _write_heatmaps(model, test, test_scores, test_rows, out / "heatmaps", n_heatmaps)
+    return metrics
+
+
+def _write_outputs(metrics: dict, scores: np.ndarray, labels: np.ndarray, out: Path, history: Path) -> None:
+    from medklip.plots import plot_auc_per_entity, plot_loss_curve, plot_roc_curves
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_auc_per_entity(metrics["per_entity"], out / "auc_per_entity.png")
+    plot_roc_curves(scores, labels, out / "roc_curve.png")
+    if history.is_file():
+        records = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+        if records:
+            plot_loss_curve(records, out / "loss_curve.png")
+
+
+@torch.no_grad()
+def _write_heatmaps(model, dataset: CXRDataset, scores: np.ndarray, rows: np.ndarray, folder: Path, count: int) -> None:
+    """Attention overlays of the 3 most likely findings for the first `count` test images."""
+    from medklip.grounding import attention_heatmaps
+    from medklip.plots import overlay_heatmap
+    from medklip.predict import ranked_findings
+
+    if count <= 0:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    table = dataset.data.table
+    positions = {int(row): i for i, row in enumerate(dataset.row_numbers)}
+    for row, row_scores in list(zip(rows, scores, strict=True))[:count]:
+        batch = dataset.__getitems__([positions[int(row)]])
+        attention = model(batch["image"], return_attention=True)["attention"]
+        maps = attention_heatmaps(attention, dataset.image_size)[0]
+        image = batch["image"][0, 0].numpy()
+        for index in ranked_findings(model, row_scores, 3):
+            entity = ENTITIES[index]
+            title = f"{table['id'].iat[int(row)]}: {entity}, p = {row_scores[index]:.2f}"
+            overlay_heatmap(image, np.asarray(maps[index]), title, folder / f"{table['id'].iat[int(row)]}_{entity}.png")
+
+
+# --- zero-shot on external label sets ---------------------------------------------------------------------------
+def load_label_map(name: str | Path) -> dict[str, str]:
+    """{external label: entity} from `configs/label_maps/<name>.csv` or a CSV path (columns label,entity)."""
+    path = Path(name)
+    if not path.suffix:
+        path = LABEL_MAPS_DIR / f"{name}.csv"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in LABEL_MAPS_DIR.glob("*.csv"))
+        raise DataError(f"label map {name!r} not found; shipped maps: {shipped}, or give a CSV with label,entity")
+    table = read_reports_csv(path, required=("label", "entity"))
+    unknown = sorted(set(table["entity"]) - set(ENTITIES))
+    if unknown:
+        raise DataError(f"{path}: entities not among the 75: {unknown}")
+    return dict(zip(table["label"], table["entity"], strict=True))
+
+
+def external_labels(table: pd.DataFrame, label_map: dict[str, str]) -> np.ndarray:
+    """(N, L) labels in {1, 0, -1} for the map's labels: ChestX-ray14 `Finding Labels` or CheXpert columns."""
+    names = list(label_map)
+    if "Finding Labels" in table.columns:  # "Effusion|Mass" or "No Finding"
+        findings = table["Finding Labels"].fillna("").map(lambda text: set(text.split("|")))
+        return np.array([[int(name in found) for name in names] for found in findings], dtype=np.int8)
+    missing = [name for name in names if name not in table.columns]
+    if missing:
+        raise DataError(f"label columns {missing} not in the labels file (columns: {list(table.columns)})")
+    values = table[names].apply(pd.to_numeric, errors="coerce")  # CheXpert: 1, 0, -1 uncertain, blank unmentioned
+    return values.fillna(-1).clip(-1, 1).astype(np.int8).to_numpy()
+
+
+def evaluate_labels(
+    weights: str | Path, labels_csv: str | Path, label_map: str, out: str | Path, n_resamples: int = 1000
+) -> dict:
+    """`medklip evaluate --labels`: zero-shot scores of an external label set (see the module docstring)."""
+    from medklip.evaluation_metrics import evaluate_predictions
+    from medklip.predict import predict_files
+
+    labels_csv = Path(labels_csv)
+    mapping = load_label_map(label_map)
+    table = read_reports_csv(labels_csv, required=("image",))
+    labels = external_labels(table, mapping)
+    paths = [str(labels_csv.parent / image) for image in table["image"]]
+    model = load_model(weights)
+    results = predict_files(model, paths)
+    readable = np.array([result.error is None for result in results])
+    columns = [ENTITIES.index(entity) for entity in mapping.values()]
+    scores = np.zeros((len(results), len(columns)))
+    for row, result in enumerate(results):
+        if result.probabilities:
+            scores[row] = [result.probabilities[ENTITIES[column]] for column in columns]
+    in_val = np.array([int(hashlib.sha256(path.encode()).hexdigest()[:8], 16) % 5 == 0 for path in paths])
+    val, test = readable & in_val, readable & ~in_val
+    metrics = evaluate_predictions(
+        scores[test], labels[test], scores[val], labels[val], entities=list(mapping), n_resamples=n_resamples
+    )
+    metrics["label_map"] = {label: entity for label, entity in mapping.items()}
+    metrics["unreadable"] = [result.error for result in results if result.error]
+    metrics["n_val"] = int(val.sum())
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    from medklip.plots import plot_auc_per_entity
+
+    plot_auc_per_entity(metrics["per_entity"], out / "auc_per_entity.png")
+    return metrics
