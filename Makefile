@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DATA ?= data/demo
 CHECKPOINTS ?= checkpoints/demo
+RESULTS ?= results/demo
 
 .PHONY: install run test test-fast lint format bench clean
 
@@ -18,14 +19,14 @@ install: $(STAMP)
 
 # The longest real path that exists today: synthesise a data set, prepare it into shards, extract triplets from its
 # reports (cached: a rerun extracts nothing), train the demo preset (resumes if interrupted; about 4 minutes on
-# 2 cores), and show the training history.
+# 2 cores), and evaluate it on the held-out test split.
 run: $(STAMP)
 	$(VENV)/bin/medklip data prepare --source "synthetic://2000?seed=0" --out $(DATA)
 	$(VENV)/bin/medklip extract --data $(DATA) --cache .cache/extract
 	$(VENV)/bin/medklip data inspect $(DATA)
 	$(VENV)/bin/medklip train --data $(DATA) --config demo --save $(CHECKPOINTS)
-	@echo "training history ($(CHECKPOINTS)/history.jsonl):" && cat $(CHECKPOINTS)/history.jsonl
-	@echo "best model: $(CHECKPOINTS)/model_best.safetensors (metrics in $(CHECKPOINTS)/model_best.json)"
+	$(VENV)/bin/medklip evaluate --weights $(CHECKPOINTS)/model_best.safetensors --data $(DATA) --out $(RESULTS)
+	@echo "best model: $(CHECKPOINTS)/model_best.safetensors; metrics and plots: $(RESULTS)/"
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -47,4 +48,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_step.py
 
 clean:
-	rm -rf $(DATA) $(CHECKPOINTS) .cache .pytest_cache .ruff_cache
+	rm -rf $(DATA) $(CHECKPOINTS) $(RESULTS) .cache .pytest_cache .ruff_cache
