@@ -31,7 +31,7 @@ from sklearn.metrics import roc_auc_score
 from medklip.checkpoint import load_model
 from medklip.data import CXRDataset, make_loader
 from medklip.entities import ENTITIES
-from medklip.metrics import mean_auc
+from medklip.evaluation_metrics import mean_auc
 from medklip.train import load_labels, predict
 
 FINDINGS = (

@@ -294,6 +294,15 @@ def bootstrap_mean_auc(
 
 
 # --- thresholds -------------------------------------------------------------------------------------------------
+def mean_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Mean AUC over the entities with both classes (labels -1 excluded); None when no entity has both.
+
+    The cheap form, without confidence intervals, for validation during training.
+    """
+    aucs, _, _ = bootstrap_auc(scores, labels, n_resamples=0)
+    return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else None
+
+
 def choose_thresholds(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per entity, the threshold that maximises F1 on these (validation) data.
 

@@ -39,8 +39,8 @@ from medklip.checkpoint import load_training_state, save_training_state, save_we
 from medklip.config import Config, list_presets, load_config, to_dict
 from medklip.data import CXRDataset, PreparedData, already_batched, make_loader
 from medklip.entities import ENTITIES, seen_entity_indices
+from medklip.evaluation_metrics import mean_auc
 from medklip.losses import MedKLIPLoss
-from medklip.metrics import mean_auc
 from medklip.model import MedKLIP
 from medklip.sources import DataError
 from medklip.triplets import labels_from_table

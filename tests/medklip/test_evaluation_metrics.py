@@ -248,3 +248,16 @@ def test_bad_inputs_are_refused():
         bootstrap_auc(np.array([[np.nan], [0.1]]), np.array([[0], [1]]))
     with pytest.raises(ValueError, match="entities"):
         evaluate_predictions(np.zeros((3, 2)), np.zeros((3, 2)), np.zeros((3, 2)), np.zeros((3, 2)), entities=["a"])
+
+
+def test_mean_auc_for_validation_averages_scored_entities_only():
+    from medklip.evaluation_metrics import mean_auc
+
+    scores = np.random.default_rng(0).random((40, 75))
+    labels = np.full((40, 75), -1)
+    labels[:20, 3], labels[20:, 3] = 1, 0
+    scores[:20, 3] += 1  # perfectly separated
+    labels[:, 5] = np.arange(40) % 2
+    scores[:, 5] = 1 - labels[:, 5]  # perfectly inverted
+    assert mean_auc(scores, labels) == 0.5  # (1.0 + 0.0) / 2; the 73 one-class entities do not count
+    assert mean_auc(scores, np.full((40, 75), -1)) is None
