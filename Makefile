@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The longest real path that exists today: synthesise a data set, prepare it into shards, extract triplets from its
-# reports (cached: a rerun extracts nothing), train the demo preset (resumes if interrupted; about 4 minutes on
+# reports (cached: a rerun extracts nothing), train the demo preset (resumes if interrupted; about 6 minutes on
 # 2 cores), and evaluate it on the held-out test split.
 run: $(STAMP)
 	$(VENV)/bin/medklip data prepare --source "synthetic://2000?seed=0" --out $(DATA)

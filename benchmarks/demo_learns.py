@@ -1,6 +1,6 @@
 """Does the `demo` preset learn? Train on 2,000 synthetic images, score 400 images of another seed.
 
-    python benchmarks/demo_learns.py [--workdir /tmp/demo-learns] [--epochs 8]
+    python benchmarks/demo_learns.py [--workdir /tmp/demo-learns] [--epochs 12]
 
 Prepares `synthetic://2000?seed=0` and `synthetic://400?seed=99`, extracts triplets from both (rules), trains the
 `demo` preset with `medklip train` (timed), and scores `model_best.safetensors` on the 400 unseen images:

@@ -1848,6 +1848,15 @@ _NORMAL_STATEMENTS: dict[str, tuple[tuple[str, tuple[tuple[str, str, int], ...]]
         ("Osseous structures are intact.", (("intact", "other", 1), ("fracture", "other", 0))),
         ("The osseous structures are unremarkable.", (("unremarkable", "other", 1),)),
     ),
+    # Real reports say so when there is nothing in place; without it, device labels would never be 0.
+    "devices": (
+        ("No lines or tubes.", (("line", "unspecified", 0), ("tube", "unspecified", 0))),
+        ("No support devices.", (("device", "unspecified", 0),)),
+        ("No pacemaker or central venous catheter.", (("pacemaker", "unspecified", 0), ("catheter", "unspecified", 0))),
+        ("No endotracheal or enteric tube.", (("tube", "unspecified", 0),)),
+        ("No PICC or central line.", (("picc", "unspecified", 0), ("line", "unspecified", 0))),
+        ("No pacing leads.", (("lead", "unspecified", 0),)),
+    ),
 }
 _GLOBAL_NORMAL = (
     ("No acute cardiopulmonary process.", (("process", "cardiopulmonary", 0),)),
@@ -1863,6 +1872,7 @@ _TOPIC_OF_NORMAL = {
     "volumes": "lung",
     "angles": "pleura",
     "bones": "bone",
+    "devices": "global",
 }
 # Negated findings: the words for each and the position those words give.
 _NEGATABLE = {
@@ -1963,6 +1973,7 @@ def write_report(spec: CaseSpec, rng: np.random.Generator) -> tuple[str, str, li
         "volumes": not (kinds & {"atelectasis", "effusion", "pneumothorax"}),
         "angles": "effusion" not in kinds,
         "bones": True,
+        "devices": not (kinds & _DEVICES),
     }
     topics = [topic for topic, ok in allowed.items() if ok]
     if findings:

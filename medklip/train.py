@@ -1,6 +1,6 @@
 """Train MedKLIP: one entry point for 1 process, N GPUs, or M nodes.
 
-    medklip train --data data/demo --config demo --epochs 8 --batch-size 32 --lr 5e-4 --save checkpoints
+    medklip train --data data/demo --config demo --epochs 12 --batch-size 32 --lr 5e-4 --save checkpoints
     python -m medklip.train --data data/demo --config debug --save checkpoints          # the same
     torchrun --standalone --nproc-per-node 4 -m medklip.train --data DIR --config base --save ckpt   # 4 GPUs
     torchrun --nnodes 2 --node-rank 0 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \\

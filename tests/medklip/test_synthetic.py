@@ -40,6 +40,7 @@ SURFACE = {
     "picc": ("picc", "peripherally inserted"),
     "pacemaker": ("pacemaker", "pacer"),
     "lead": ("lead",),
+    "device": ("device",),
     "normal": ("normal",),
     "clear": ("clear",),
     "sharp": ("sharp",),
