@@ -128,24 +128,16 @@ def _write_outputs(metrics: dict, scores: np.ndarray, labels: np.ndarray, out: P
 @torch.no_grad()
 def _write_heatmaps(model, dataset: CXRDataset, scores: np.ndarray, rows: np.ndarray, folder: Path, count: int) -> None:
     """Attention overlays of the 3 most likely findings for the first `count` test images."""
-    from medklip.grounding import attention_heatmaps
-    from medklip.plots import overlay_heatmap
-    from medklip.predict import ranked_findings
+    from medklip.predict import ranked_findings, write_overlays
 
-    if count <= 0:
-        return
-    folder.mkdir(parents=True, exist_ok=True)
     table = dataset.data.table
     positions = {int(row): i for i, row in enumerate(dataset.row_numbers)}
-    for row, row_scores in list(zip(rows, scores, strict=True))[:count]:
+    for row, row_scores in list(zip(rows, scores, strict=True))[: max(count, 0)]:
         batch = dataset.__getitems__([positions[int(row)]])
-        attention = model(batch["image"], return_attention=True)["attention"]
-        maps = attention_heatmaps(attention, dataset.image_size)[0]
-        image = batch["image"][0, 0].numpy()
-        for index in ranked_findings(model, row_scores, 3):
-            entity = ENTITIES[index]
-            title = f"{table['id'].iat[int(row)]}: {entity}, p = {row_scores[index]:.2f}"
-            overlay_heatmap(image, np.asarray(maps[index]), title, folder / f"{table['id'].iat[int(row)]}_{entity}.png")
+        attention = model(batch["image"], return_attention=True)["attention"][0]
+        pixels = batch["image"][0, 0].numpy()
+        indices = ranked_findings(model, row_scores, 3)
+        write_overlays(attention, pixels, row_scores, str(table["id"].iat[int(row)]), indices, folder)
 
 
 # --- zero-shot on external label sets ---------------------------------------------------------------------------

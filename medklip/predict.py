@@ -111,11 +111,23 @@ def predict_files(
                     }
                 )
             if heatmap_dir is not None:
-                result.heatmaps = _write_heatmaps(outputs["attention"][row], pixels, result, order[:3], heatmap_dir)
+                name = Path(result.image).stem
+                attention = outputs["attention"][row]
+                result.heatmaps = write_overlays(attention, pixels, probabilities[row], name, order[:3], heatmap_dir)
     return results
 
 
-def _write_heatmaps(attention, pixels, result: Prediction, indices: list[int], folder) -> list[str]:
+def write_overlays(attention, pixels: np.ndarray, probabilities, name: str, indices: list[int], folder) -> list[str]:
+    """Attention overlays `<folder>/<name>_<entity>.png` of the given entities for one image.
+
+    Args:
+        attention: (layers, 75, T) cross-attention of the image.
+        pixels: (S, S) uint8 model input the attention refers to.
+        probabilities: the image's 75 probabilities (any sequence indexed by entity index).
+        name: the image's name in file names and titles.
+        indices: entity indices to draw.
+        folder: output folder (created).
+    """
     from medklip.grounding import attention_heatmaps
     from medklip.plots import overlay_heatmap
 
@@ -125,7 +137,6 @@ def _write_heatmaps(attention, pixels, result: Prediction, indices: list[int], f
     written = []
     for index in indices:
         entity = ENTITIES[index]
-        title = f"{entity}: p = {result.probabilities[entity]:.2f}"
-        path = folder / f"{Path(result.image).stem}_{entity}.png"
-        written.append(str(overlay_heatmap(pixels, np.asarray(maps[index]), title, path)))
+        title = f"{name}: {entity}, p = {float(probabilities[index]):.2f}"
+        written.append(str(overlay_heatmap(pixels, np.asarray(maps[index]), title, folder / f"{name}_{entity}.png")))
     return written
