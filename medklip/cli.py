@@ -5,6 +5,11 @@ medklip data prepare --source synthetic://2000?seed=0 --out data/demo
 medklip data prepare --source folder://data/synth --out data/prepared
 medklip data prepare --source hf://itsanmolgupta/mimic-cxr-dataset --out data/mimic
 medklip data inspect data/demo [--json]
+medklip extract --data data/demo [--cache .cache/extract]
+medklip train --data data/demo --config demo --save checkpoints/demo        (MLflow: MLFLOW_TRACKING_URI or ./mlruns)
+medklip evaluate --weights checkpoints/demo/model_best.safetensors --data data/demo --out results/demo
+medklip predict --weights checkpoints/demo/model_best.safetensors image.png
+medklip registry register --run-id RUN | list [--json] | promote --version N --reason "..."
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from medklip.checkpoint import CheckpointError
 from medklip.sources import DataError
@@ -134,6 +140,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if bool(args.data) == bool(args.labels):
         raise DataError("give --data PREPARED_DIR, or --labels FILE.csv with --label-map")
+    tracked = not args.no_mlflow and (Path(args.weights).parent / "mlflow_run_id").is_file()
+    if tracked:  # fail before the work if the run's server is away
+        from medklip import tracking
+
+        tracking.connect()
     if args.labels:
         if not args.label_map:
             raise DataError("--labels needs --label-map (chestxray14, chexpert, or a CSV with label,entity)")
@@ -142,6 +153,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         metrics = evaluate.evaluate_folder(
             args.weights, args.data, args.out, args.split, args.resamples, args.heatmaps, True, args.threshold_data
         )
+    if tracked:
+        tags = {f"medklip.eval_{key}": value for key, value in metrics.get("evaluation_data", {}).items()}
+        if args.labels:
+            tags = {"medklip.eval_labels": str(Path(args.labels).resolve()), "medklip.eval_label_map": args.label_map}
+        run_id = tracking.log_evaluation(args.weights, args.out, metrics, tags)
+        print(f"logged to MLflow run {run_id} ({tracking.redact(tracking.tracking_uri())})")
 
     def number(value) -> str:
         return "n/a" if value is None else f"{value:.3f}"
@@ -194,6 +211,23 @@ def _predict(args: argparse.Namespace) -> int:
     for result in failed:
         print(f"medklip predict: {result.error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _registry(args: argparse.Namespace) -> int:
+    from medklip import registry
+
+    if args.registry_command == "register":
+        decision = registry.register(args.run_id, args.name, args.margin, args.resamples)
+        print(f"{args.name} version {decision['version']}: {decision['alias']}. {decision['reason']}")
+        print(f"load it with mlflow.pyfunc.load_model('models:/{args.name}@{decision['alias']}')")
+    elif args.registry_command == "list":
+        records = registry.list_versions(args.name)
+        print(json.dumps(records, indent=2) if args.json else registry.format_versions(records))
+    else:
+        record = registry.promote(args.version, args.reason, args.name)
+        previous = record["promotion.previous_champion"] or "none"
+        print(f"{args.name} version {record['version']} is champion (was: {previous}); recorded: {args.reason}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default="results", help="output folder (default: results)")
     evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the CIs")
     evaluate.add_argument("--heatmaps", type=int, default=8, help="test images to draw attention heatmaps for")
+    evaluate.add_argument("--no-mlflow", action="store_true", help="do not log to the MLflow run of the weights")
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", help="probabilities of the 75 findings for image files")
@@ -268,7 +303,29 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=int, default=5, help="findings listed per image")
     predict.add_argument("--heatmap", metavar="DIR", help="write attention overlays of the top 3 findings here")
     predict.set_defaults(handler=_predict)
+
+    registry = commands.add_parser("registry", help="MLflow model registry: register (gated), list, promote")
+    registry_commands = registry.add_subparsers(dest="registry_command", required=True)
+    register = registry_commands.add_parser("register", help="register a run's model; challenger, champion if it wins")
+    register.add_argument("--run-id", required=True, help="an MLflow run trained and evaluated by medklip")
+    register.add_argument("--margin", type=float, default=0.0, help="the paired 95%% lower bound must exceed this")
+    register.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
+    listing = registry_commands.add_parser("list", help="versions with aliases, gate decisions and promotions")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    promote = registry_commands.add_parser("promote", help="make a version champion by hand, with a recorded reason")
+    promote.add_argument("--version", type=int, required=True, help="the version number")
+    promote.add_argument("--reason", required=True, help="why (stored with the version)")
+    for sub in (register, listing, promote):
+        sub.add_argument("--name", default="medklip", help="registered model name (default: medklip)")
+    registry.set_defaults(handler=_registry)
     return parser
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors reported as one line (exit 2) rather than a traceback; TrackingError once mlflow is in use."""
+    errors = (DataError, ValueError, CheckpointError)
+    tracking = sys.modules.get("medklip.tracking")
+    return errors + (tracking.TrackingError,) if tracking else errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.handler(args)
-    except (DataError, ValueError, CheckpointError) as error:
+    except _user_errors() as error:
         if args.verbose:
             raise
         print(f"medklip: error: {error}", file=sys.stderr)

@@ -14,6 +14,7 @@ the folder's `val` split and applied to `--split` (default `test`), never tuned 
     roc_curve.png         ROC curves of the findings with the most positives
     loss_curve.png        from the training history beside the weights (history.jsonl), when there is one
     heatmaps/             cross-attention of the top findings over sample test images
+    predictions.parquet   per test image: id, the 75 probabilities and labels (the registry's gate compares these)
 
 On synthetic data (a folder with `truth.csv`), `grounding` reports the pointing game: how often the attention peak
 of a rendered finding falls inside its lesion box. With `--labels`, an external label set (ChestX-ray14 style
@@ -65,6 +66,18 @@ def score_split(model, dataset: CXRDataset, batch_size: int = 64, truth: pd.Data
     return np.concatenate(probabilities), np.concatenate(rows), grounding
 
 
+def predict_split(weights: str | Path, data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, probabilities (N, 75), labels (N, 75)) of a weights file on a prepared folder's split ("all": all rows)."""
+    from medklip.train import load_labels
+
+    model = load_model(weights)
+    data = PreparedData(data_dir)
+    dataset = CXRDataset(data, None if split == "all" else split, model.config.image_size)
+    scores, rows, _ = score_split(model, dataset)
+    ids = data.table["id"].astype(str).to_numpy()[rows]
+    return ids, scores, load_labels(data)["existence"][rows]
+
+
 def evaluate_folder(
     weights: str | Path,
     data_dir: str | Path,
@@ -106,10 +119,47 @@ def evaluate_folder(
     metrics["split"] = split
     metrics["weights"] = str(weights)
     metrics["grounding"] = merge_pointing_results(grounding) if truth is not None else None
+    ids = data.table["id"].astype(str).to_numpy()[test_rows]
+    metrics["evaluation_data"] = {
+        "dir": str(data.root.resolve()),
+        "split": split,
+        "n": len(ids),
+        "fingerprint": evaluation_fingerprint(ids, labels[test_rows]),
+    }
     out = Path(out)
     _write_outputs(metrics, test_scores, labels[test_rows], out, Path(weights).parent / "history.jsonl")
+    write_predictions(out / "predictions.parquet", ids, test_scores, labels[test_rows])
     _write_heatmaps(model, test, test_scores, test_rows, out / "heatmaps", n_heatmaps)
     return metrics
+
+
+def evaluation_fingerprint(ids: np.ndarray, labels: np.ndarray) -> str:
+    """sha256 of the scored images' ids and labels, in id order: equal fingerprints mean the same evaluation data."""
+    order = np.argsort(ids, kind="stable")
+    digest = hashlib.sha256("\n".join(ids[order]).encode())
+    digest.update(np.ascontiguousarray(labels[order], dtype=np.int8).tobytes())
+    return digest.hexdigest()
+
+
+def write_predictions(path: Path, ids: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> None:
+    """`predictions.parquet`: id, then `prob:<entity>` and `label:<entity>` for the 75 entities (what the registry's
+    promotion gate compares two models on)."""
+    columns = {"id": ids}
+    columns.update({f"prob:{entity}": scores[:, i].astype(np.float32) for i, entity in enumerate(ENTITIES)})
+    columns.update({f"label:{entity}": labels[:, i].astype(np.int8) for i, entity in enumerate(ENTITIES)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(columns).to_parquet(path, index=False)
+
+
+def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids (N,), scores (N, 75), labels (N, 75)) from a `predictions.parquet`."""
+    table = pd.read_parquet(path)
+    missing = [f"prob:{entity}" for entity in ENTITIES if f"prob:{entity}" not in table.columns]
+    if "id" not in table.columns or missing:
+        raise DataError(f"{path}: not a predictions file from `medklip evaluate` (missing {missing[:3] or ['id']})")
+    scores = table[[f"prob:{entity}" for entity in ENTITIES]].to_numpy(np.float64)
+    labels = table[[f"label:{entity}" for entity in ENTITIES]].to_numpy(np.int8)
+    return table["id"].astype(str).to_numpy(), scores, labels
 
 
 def _write_outputs(metrics: dict, scores: np.ndarray, labels: np.ndarray, out: Path, history: Path) -> None:

@@ -94,6 +94,29 @@ def decode_image(data: bytes, short_side: int | None = None, min_side: int = MIN
     return pixels
 
 
+def pixels_from_array(array, short_side: int | None = None, min_side: int = MIN_SIDE) -> np.ndarray:
+    """An in-memory image (H, W) or (H, W, 3|4) of uint8, uint16 or float -> (H, W) uint8, as `decode_image` would.
+
+    Raises:
+        BadImage: not a 2-D grayscale or 3-channel colour array, or tiny.
+    """
+    pixels = np.asarray(array)
+    if pixels.ndim == 3 and pixels.shape[-1] in (3, 4) and pixels.dtype == np.uint8:
+        image = Image.fromarray(np.ascontiguousarray(pixels[..., :3]), mode="RGB")
+    elif pixels.ndim == 2 and pixels.dtype == np.uint8:
+        image = Image.fromarray(pixels, mode="L")
+    elif pixels.ndim == 2 and (np.issubdtype(pixels.dtype, np.integer) or np.issubdtype(pixels.dtype, np.floating)):
+        image = Image.fromarray(pixels.astype(np.float32), mode="F")  # windowed like a 16-bit file
+    else:
+        raise BadImage("not an image", f"array of shape {pixels.shape} and dtype {pixels.dtype}")
+    if min(image.size) < min_side:
+        raise BadImage("tiny image", f"{image.size[0]}x{image.size[1]} < {min_side} px")
+    pixels = _to_grayscale_uint8(image)
+    if short_side is not None:
+        pixels = resize_short_side(pixels, short_side)
+    return pixels
+
+
 def resize_short_side(pixels: np.ndarray, short_side: int) -> np.ndarray:
     """Resizes an (H, W) uint8 array so its shorter side is `short_side` (bilinear with antialiasing)."""
     height, width = pixels.shape

@@ -19,7 +19,7 @@ import torch
 
 from medklip.augment import full_view, warp_batch
 from medklip.entities import ENTITIES, EXCLUDED_ENTITY, NORMAL_ENTITIES, POSITIONS, TAIL_ENTITY
-from medklip.images import BadImage, decode_image
+from medklip.images import BadImage, decode_image, pixels_from_array
 
 # Findings worth listing first: not the normal statements and not the catch-all buckets.
 FINDING_INDICES = [
@@ -59,14 +59,48 @@ class Prediction:
         return {key: value for key, value in self.__dict__.items() if value is not None}
 
 
+def model_input(image: bytes | np.ndarray, image_size: int) -> np.ndarray:
+    """(S, S) uint8 model input of encoded image bytes or a pixel array: grayscale, the whole image resized.
+
+    Raises:
+        BadImage: the bytes or array are not a usable image.
+    """
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        pixels = decode_image(bytes(image), short_side=max(image_size, 256))
+    else:
+        pixels = pixels_from_array(image, short_side=max(image_size, 256))
+    return warp_batch([pixels], [full_view(*pixels.shape)], image_size)[0, 0].numpy()
+
+
 def load_image(path: str | Path, image_size: int) -> np.ndarray:
     """(S, S) uint8 model input of one file: decoded, grayscale, the whole image resized."""
     try:
         data = Path(path).read_bytes()
     except OSError as error:
         raise BadImage("unreadable file", str(error)) from error
-    pixels = decode_image(data, short_side=max(image_size, 256))
-    return warp_batch([pixels], [full_view(*pixels.shape)], image_size)[0, 0].numpy()
+    return model_input(data, image_size)
+
+
+@torch.no_grad()
+def predict_probabilities(model, images: list[bytes | np.ndarray], batch_size: int = 16) -> np.ndarray:
+    """(N, 75) probabilities for encoded images or pixel arrays, in order (the MLflow model's predict).
+
+    Raises:
+        BadImage: naming the first unusable image by its position.
+    """
+    model.eval()
+    inputs = []
+    for index, image in enumerate(images):
+        try:
+            inputs.append(model_input(image, model.config.image_size))
+        except BadImage as error:
+            detail = str(error).removeprefix(error.reason).lstrip(": ")
+            raise BadImage(error.reason, f"image {index}{': ' + detail if detail else ''}") from error
+    probabilities = [np.zeros((0, len(ENTITIES)), dtype=np.float32)]
+    for start in range(0, len(inputs), batch_size):
+        batch = torch.from_numpy(np.stack(inputs[start : start + batch_size]))[:, None]  # (B, 1, S, S)
+        probabilities.append(torch.sigmoid(model(batch)["exist_logits"].float()).numpy())
+    return np.concatenate(probabilities)
 
 
 @torch.no_grad()

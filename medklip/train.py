@@ -10,6 +10,10 @@
 uses its `train` split and validates on `val` every epoch (mean AUC over entities with both classes). Running the
 same command again resumes from `<save>/last.json`; with `--deterministic`, a run killed at any point and restarted
 ends with exactly the metrics of an uninterrupted one, so torchrun's `--max-restarts` is safe. Only rank 0 writes.
+
+The command tracks the run in MLflow (`MLFLOW_TRACKING_URI`, else the local store `./mlruns/`; `--no-mlflow` to
+skip): rank 0 creates the run, writes its id to `<save>/mlflow_run_id` (a resumed run logs into the same MLflow run),
+and logs params, per-step loss, per-epoch metrics and the best model; see `medklip.tracking`.
 """
 
 from __future__ import annotations
@@ -138,16 +142,20 @@ def predict(model: torch.nn.Module, loader, device: torch.device, dtype: torch.d
     return np.concatenate(probabilities), np.concatenate(rows)
 
 
-def train(config: Config, data_dir: str | Path, save_dir: str | Path) -> dict:
-    """Trains (or resumes) and returns {"best_val_mean_auc", "steps", "epochs", ...}. See the module docstring."""
+def train(config: Config, data_dir: str | Path, save_dir: str | Path, run=None) -> dict:
+    """Trains (or resumes) and returns {"best_val_mean_auc", "steps", "epochs", ...}. See the module docstring.
+
+    Args:
+        run: rank 0's `medklip.tracking.TrainingRun` to log metrics to, or None.
+    """
     info = distributed.setup()
     try:
-        return _train(config, Path(data_dir), Path(save_dir), info)
+        return _train(config, Path(data_dir), Path(save_dir), info, run)
     finally:
         distributed.teardown()
 
 
-def _train(config: Config, data_dir: Path, save_dir: Path, info: distributed.DistributedInfo) -> dict:
+def _train(config: Config, data_dir: Path, save_dir: Path, info: distributed.DistributedInfo, run) -> dict:
     train_config = config.train
     seed_everything(train_config.seed + info.rank, train_config.deterministic)
     data = PreparedData(data_dir)
@@ -282,6 +290,8 @@ def _train(config: Config, data_dir: Path, save_dir: Path, info: distributed.Dis
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
                 state["step"] += 1
+                if run is not None:
+                    run.log_metrics({"loss": terms["loss"].item(), "lr": scheduler.get_last_lr()[0]}, state["step"])
                 if info.is_main and state["step"] % train_config.save_every_steps == 0:
                     save_training_state(save_dir, model, config, checkpoint_state())
             bar.update()
@@ -314,6 +324,8 @@ def _train(config: Config, data_dir: Path, save_dir: Path, info: distributed.Dis
                 state["stale_epochs"] += 1
             with open(history_path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
+            if run is not None:
+                run.log_metrics(record, state["step"])
             summary = ", ".join(f"{key}={value:.4g}" for key, value in record.items() if isinstance(value, float))
             logger.info("epoch %d: %s", epoch + 1, summary)
         patience = train_config.early_stopping_patience
@@ -346,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text-encoder", help="model.text_encoder: Hub id, local folder or package:<pkg>")
     parser.add_argument("--deterministic", action="store_true", default=None, help="train.deterministic")
     parser.add_argument(
+        "--no-mlflow", action="store_true", help="do not track (default: MLFLOW_TRACKING_URI, else ./mlruns)"
+    )
+    parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, e.g. --set model.d_model=64"
     )
     return parser
@@ -377,7 +392,27 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     config = config_from_args(args)
-    result = train(config, args.data, args.save)
+    run = None
+    if os.environ.get("RANK", "0") == "0" and not args.no_mlflow:  # only rank 0 talks to MLflow
+        from medklip.tracking import TrackingError, TrainingRun
+
+        try:
+            run = TrainingRun.start(args.save, config, args.data, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+        except TrackingError as error:
+            print(f"medklip train: error: {error}", file=sys.stderr)
+            return 2
+    try:
+        result = train(config, args.data, args.save, run)
+    except BaseException as error:
+        if run is not None:
+            for problem in run.finish(None, failed=f"{type(error).__name__}: {error}"):
+                logger.warning("MLflow: %s", problem)
+        raise
+    if run is not None:
+        problems = run.finish(Path(args.save) / "model_best.safetensors")
+        for problem in problems:
+            logger.warning("MLflow: %s", problem)
+        result.update(mlflow_run_id=run.run_id, mlflow_problems=problems)
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps(result))
     return 0

@@ -1,0 +1,618 @@
+"""MLflow: training runs, evaluation results, the logged model and the registry. The only module that imports mlflow.
+
+    export MLFLOW_TRACKING_URI=http://127.0.0.1:5000     # a server; unset: the local store ./mlruns/
+    medklip train --data D --save checkpoints/x           # creates a run, writes its id to checkpoints/x/mlflow_run_id
+    medklip evaluate --weights checkpoints/x/model_best.safetensors --data D    # logs into the same run
+    mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db                    # browse the local store
+
+A training run holds the resolved config flattened as params, tags with the data fingerprint, the data source, the
+extractor and its output's hash and the git commit, per-step loss and learning rate, per-epoch training and
+validation metrics, `config.json`, `history.jsonl`, and the best model as an MLflow pyfunc (code from
+`medklip/mlflow_model.py` plus the safetensors weights, with a signature and an input example; nothing pickled).
+Evaluation adds `mean_auc`, `accuracy`, `auc/<entity>`..., `metrics.json`, `predictions.parquet` (what the
+registry's promotion gate compares), plots and a few heatmaps. The experiment is `MLFLOW_EXPERIMENT_NAME` (default
+`medklip`).
+
+Failures: an unreachable server or an artifact store that refuses writes stops `medklip train` before it trains
+(`TrackingError`). Metrics are sent by a background thread, so a server lost mid-training never stalls training:
+they are kept and retried with backoff, and what is still unsent at the end is written to `<save>/mlflow_pending.jsonl`
+and sent by the next command that opens the run (`medklip evaluate`, or a resumed `medklip train`); the end of
+training reports it, as it reports a model that could not be logged (evaluate logs it then). Credentials come only
+from the environment (AWS_*, MLFLOW_TRACKING_USERNAME/PASSWORD) and are never logged; URIs are logged without
+their user-info part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import subprocess
+import threading
+import time
+import warnings
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import mlflow
+import numpy as np
+import pandas as pd
+import requests
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types.schema import AnyType, ColSpec, Schema
+
+import medklip
+from medklip.config import Config, flatten, to_dict
+from medklip.entities import ENTITIES
+
+logger = logging.getLogger(__name__)
+
+RUN_ID_FILE = "mlflow_run_id"
+PENDING_FILE = "mlflow_pending.jsonl"
+MODEL_NAME = "model"  # the logged model's name inside a run
+MODEL_URI_TAG = "medklip.model_uri"
+LOCAL_STORE = "mlruns"  # the default store, under the working directory, when MLFLOW_TRACKING_URI is unset
+BATCH = 1000  # MLflow's limit of values per log_batch call
+FLUSH_SECONDS = 2.0  # how often the background thread sends metrics
+MODEL_CODE = Path(__file__).resolve().parent / "mlflow_model.py"
+
+
+class TrackingError(RuntimeError):
+    """MLflow cannot be used as configured (server unreachable, artifact store refusing writes, unknown run)."""
+
+
+# --- connection ---------------------------------------------------------------------------------------------------
+def redact(uri: str) -> str:
+    """`uri` without a user:password part, safe to log."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI`, or the local store `./mlruns/mlflow.db` (SQLite; artifacts in `./mlruns/artifacts`)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(Path.cwd() / LOCAL_STORE / 'mlflow.db').as_posix()}"
+
+
+def connect() -> MlflowClient:
+    """A client for `tracking_uri()`, checked: a server must answer its health endpoint.
+
+    MLflow retries a failing request up to 7 times with exponential backoff (minutes); our own callers retry, so
+    unless `MLFLOW_HTTP_REQUEST_MAX_RETRIES` is set, a request is retried twice here.
+
+    Raises:
+        TrackingError: the server does not answer.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        try:
+            response = requests.get(uri.rstrip("/") + "/health", timeout=10)
+            response.raise_for_status()
+        except requests.RequestException as error:
+            raise TrackingError(
+                f"the MLflow tracking server at {redact(uri)} (MLFLOW_TRACKING_URI) does not answer: "
+                f"{type(error).__name__}. Start it, or unset MLFLOW_TRACKING_URI to track in ./{LOCAL_STORE}/."
+            ) from None  # the chained urllib3 error repeats the URI, user-info included
+    elif uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+def experiment_id(client: MlflowClient) -> str:
+    """The id of `MLFLOW_EXPERIMENT_NAME` (default `medklip`), created if needed."""
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "medklip")
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):  # next to the database, not wherever the process happens to run
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created by a concurrent run in the meantime
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def _artifact_store(run) -> str:
+    """Where the run's artifacts land, for error messages: the S3 bucket when it can be known."""
+    uri = run.info.artifact_uri
+    if uri.startswith("s3://"):
+        return f"S3 bucket '{urlsplit(uri).netloc}' ({uri})"
+    destination = os.environ.get("MLFLOW_ARTIFACTS_DESTINATION")  # the variable `mlflow server` reads
+    if uri.startswith("mlflow-artifacts:") and destination:
+        bucket = f"S3 bucket '{urlsplit(destination).netloc}' ({destination})" if destination.startswith("s3:") else ""
+        return f"the server's artifact store, {bucket or destination}"
+    return f"the artifact store at {uri} (for a proxying server: its --artifacts-destination)"
+
+
+def check_artifact_store(client: MlflowClient, run_id: str, text: str, artifact_file: str) -> None:
+    """Writes one small artifact, turning a refused write into an error that names the bucket.
+
+    Raises:
+        TrackingError: the write failed (bad S3 credentials, missing bucket, ...).
+    """
+    try:
+        client.log_text(run_id, text, artifact_file)
+    except Exception as error:  # boto3, MLflow and HTTP errors alike; the message below names the store
+        run = client.get_run(run_id)
+        raise TrackingError(
+            f"MLflow cannot store artifacts of run {run_id} in {_artifact_store(run)}: {_reason(error)}. Check the "
+            "S3 credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of whoever writes: this process, or the MLflow "
+            "server when it proxies artifacts), the bucket and MLFLOW_S3_ENDPOINT_URL."
+        ) from None
+
+
+def _reason(error: BaseException) -> str:
+    """A one-line reason for an MLflow/boto/HTTP error, without URIs' user-info."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    text = re.sub(r"//[^/@\s]+@", "//", text)
+    return text[:300]
+
+
+def git_commit() -> str | None:
+    """The source commit: `MEDKLIP_GIT_COMMIT` (set in container images), else `git rev-parse` of this checkout."""
+    if os.environ.get("MEDKLIP_GIT_COMMIT"):
+        return os.environ["MEDKLIP_GIT_COMMIT"]
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def data_tags(data_dir: str | Path) -> dict[str, str]:
+    """Tags that pin the training data: prepared folder fingerprint and source, extractor and triplets hash."""
+    from medklip.extract import read_summary
+
+    root = Path(data_dir)
+    tags = {"medklip.data_dir": str(root.resolve())}
+    manifest_path = root / "manifest.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        tags["medklip.data_fingerprint"] = str(manifest.get("fingerprint"))
+        tags["medklip.data_source"] = redact(str(manifest.get("source")))
+        tags["medklip.data_images"] = str(manifest.get("n_images"))
+    triplets = root / "triplets.parquet"
+    if triplets.is_file():
+        tags["medklip.extractor"] = str(read_summary(triplets).get("extractor"))
+        tags["medklip.triplets_sha256"] = file_sha256(triplets)
+    return tags
+
+
+# --- metrics in the background ------------------------------------------------------------------------------------
+class MetricQueue:
+    """Sends metrics from a background thread, in order, in batches; keeps and retries them while MLflow is away.
+
+    Training only appends to a list, so it never waits on the network. `close` waits a bounded time for the rest.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client, self.run_id = client, run_id
+        self.last_error: str | None = None
+        self.sent = 0
+        self._pending: list[Metric] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._deadline: float | None = None
+        self._failures = 0
+        self._thread = threading.Thread(target=self._run, name="mlflow-metrics", daemon=True)
+        self._thread.start()
+
+    def put(self, metrics: list[Metric]) -> None:
+        with self._lock:
+            self._pending.extend(metrics)
+            full = len(self._pending) >= BATCH
+        if full:
+            self._wake.set()
+
+    def _run(self) -> None:
+        delay = FLUSH_SECONDS
+        while True:
+            if self._deadline is not None:
+                delay = min(delay, max(0.0, self._deadline - time.monotonic()))
+            self._wake.wait(delay)
+            self._wake.clear()
+            with self._lock:
+                batch = self._pending[:BATCH]
+            closing = self._deadline is not None
+            if not batch:
+                if closing:
+                    return
+                delay = FLUSH_SECONDS
+                continue
+            try:
+                self.client.log_batch(self.run_id, metrics=batch)
+            except Exception as error:  # whatever the server or network does, training goes on; we retry
+                if self._failures == 0:
+                    logger.warning(
+                        "MLflow: cannot send metrics (%s); keeping them and retrying while training goes on",
+                        _reason(error),
+                    )
+                self._failures += 1
+                self.last_error = _reason(error)
+                if closing and time.monotonic() >= self._deadline:
+                    return
+                delay = min(30.0, 2.0 ** min(self._failures, 5))
+                continue
+            with self._lock:
+                del self._pending[: len(batch)]
+                more = bool(self._pending)
+            self.sent += len(batch)
+            if self._failures:
+                logger.info("MLflow: reachable again after %d failed attempts; sending kept metrics", self._failures)
+                self._failures = 0
+            delay = 0.0 if more else FLUSH_SECONDS
+
+    def close(self, timeout: float | None = None) -> list[Metric]:
+        """Waits up to `timeout` seconds (default `MEDKLIP_MLFLOW_FLUSH_TIMEOUT`, 60) for the queue to drain;
+        returns what could not be sent."""
+        if timeout is None:
+            timeout = float(os.environ.get("MEDKLIP_MLFLOW_FLUSH_TIMEOUT", "60"))
+        self._deadline = time.monotonic() + timeout
+        self._wake.set()
+        self._thread.join(timeout + 30)
+        with self._lock:
+            return list(self._pending)
+
+
+def _metrics(values: dict, step: int) -> list[Metric]:
+    now = int(time.time() * 1000)
+    return [
+        Metric(key, float(value), now, step)
+        for key, value in values.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+    ]
+
+
+def _write_pending(folder: Path, metrics: list[Metric]) -> Path:
+    path = folder / PENDING_FILE
+    with open(path, "a") as handle:
+        for metric in metrics:
+            handle.write(json.dumps({"key": metric.key, "value": metric.value, "timestamp": metric.timestamp,
+                                     "step": metric.step}) + "\n")  # fmt: skip
+    return path
+
+
+def send_pending(client: MlflowClient, run_id: str, folder: Path) -> int:
+    """Sends metrics a lost server left in `<folder>/mlflow_pending.jsonl`; removes the file when all went."""
+    path = folder / PENDING_FILE
+    if not path.is_file():
+        return 0
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    metrics = [Metric(r["key"], r["value"], r["timestamp"], r["step"]) for r in records]
+    for start in range(0, len(metrics), BATCH):
+        client.log_batch(run_id, metrics=metrics[start : start + BATCH])
+    path.unlink()
+    logger.info("MLflow: sent %d metric values kept from an earlier connection loss", len(metrics))
+    return len(metrics)
+
+
+# --- the training run ---------------------------------------------------------------------------------------------
+class TrainingRun:
+    """Rank 0's MLflow run for one `--save` folder: created once, resumed with the folder.
+
+    Usage (what `medklip.train.main` does):
+        run = TrainingRun.start(save_dir, config, data_dir)   # raises TrackingError before any training
+        run.log_metrics({"loss": 0.7}, step=12)               # never blocks
+        problems = run.finish(save_dir / "model_best.safetensors")   # [] when everything reached MLflow
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str, save_dir: Path):
+        self.client, self.run_id, self.save_dir = client, run_id, save_dir
+        self.queue = MetricQueue(client, run_id)
+
+    @classmethod
+    def start(cls, save_dir: str | Path, config: Config, data_dir: str | Path, world_size: int = 1) -> TrainingRun:
+        save_dir = Path(save_dir)
+        client = connect()
+        id_file = save_dir / RUN_ID_FILE
+        params = {key: str(value) for key, value in flatten(to_dict(config)).items()}
+        tags = {**data_tags(data_dir), "medklip.version": medklip.__version__, "medklip.world_size": str(world_size)}
+        tags["medklip.save_dir"] = str(save_dir.resolve())
+        commit = git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        if id_file.is_file():
+            run_id = id_file.read_text().strip()
+            try:
+                run = client.get_run(run_id)
+            except MlflowException as error:
+                raise TrackingError(
+                    f"{id_file} names run {run_id}, which {redact(tracking_uri())} does not know ({_reason(error)}): "
+                    "was it trained against another MLFLOW_TRACKING_URI? Remove the file to start a new run."
+                ) from None
+            client.update_run(run_id, status="RUNNING")
+            changed = {k: v for k, v in params.items() if k in run.data.params and run.data.params[k] != v}
+            params = {k: v for k, v in params.items() if k not in run.data.params}
+            tags.update({f"medklip.resumed_with.{key}": value for key, value in changed.items()})
+            send_pending(client, run_id, save_dir)
+            logger.info("MLflow: resuming run %s", run_id)
+        else:
+            run_id = client.create_run(experiment_id(client), run_name=save_dir.name, tags=tags).info.run_id
+            save_dir.mkdir(parents=True, exist_ok=True)
+            temporary = id_file.with_name(f".{id_file.name}.tmp")
+            temporary.write_text(run_id + "\n")
+            os.replace(temporary, id_file)
+        items = [Param(key, value[:6000]) for key, value in params.items()]
+        for start in range(0, len(items), 100):  # MLflow's limit of params per call
+            client.log_batch(run_id, params=items[start : start + 100])
+        client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+        check_artifact_store(client, run_id, json.dumps(to_dict(config), indent=2), "config.json")
+        logger.info("MLflow: run %s in %s", run_id, redact(tracking_uri()))
+        return cls(client, run_id, save_dir)
+
+    def log_metrics(self, values: dict, step: int) -> None:
+        self.queue.put(_metrics(values, step))
+
+    def finish(self, best_weights: Path | None, failed: str | None = None) -> list[str]:
+        """Sends what is left, logs the history and the model, ends the run; returns problems to report."""
+        problems = []
+        unsent = self.queue.close()
+        if unsent:
+            path = _write_pending(self.save_dir, unsent)
+            problems.append(
+                f"{len(unsent)} metric values did not reach MLflow ({self.queue.last_error}); kept in {path}, they "
+                "are sent by the next `medklip evaluate` or `medklip train` of this folder"
+            )
+        try:
+            for name in ("history.jsonl", "model_best.json"):
+                if (self.save_dir / name).is_file():
+                    self.client.log_artifact(self.run_id, str(self.save_dir / name))
+            if failed:
+                self.client.set_tag(self.run_id, "medklip.error", failed[:5000])
+            elif best_weights is not None and best_weights.is_file():
+                log_model(self.client, self.run_id, best_weights)
+            self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
+        except Exception as error:  # the checkpoints are safe on disk; say what MLflow is missing
+            problems.append(
+                f"MLflow run {self.run_id} is incomplete ({_reason(error)}): history/model not logged; "
+                "`medklip evaluate` of this folder logs the model once MLflow is back"
+            )
+        return problems
+
+
+# --- the model ----------------------------------------------------------------------------------------------------
+with warnings.catch_warnings():  # MLflow nags at class definition about type hints; the signature is explicit instead
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+
+    class MedKLIPPyfunc(mlflow.pyfunc.PythonModel):
+        """The MLflow model: a DataFrame with column `image` -> a DataFrame of the 75 entity probabilities.
+
+        Each `image` cell is encoded file bytes (PNG, JPEG, 16-bit, ...), the same bytes base64-encoded (what MLflow's
+        JSON serving sends), or a pixel array (H, W) or (H, W, 3).
+        """
+
+        def load_context(self, context) -> None:
+            from medklip.checkpoint import load_model
+
+            self.model = load_model(context.artifacts["weights"])
+
+        def predict(self, context, model_input, params=None) -> pd.DataFrame:
+            import base64
+
+            from medklip.predict import predict_probabilities
+
+            column = model_input["image"] if isinstance(model_input, pd.DataFrame) else model_input
+            images = [base64.b64decode(value) if isinstance(value, str) else value for value in column]
+            return pd.DataFrame(predict_probabilities(self.model, images), columns=ENTITIES).astype("float64")
+
+
+def set_pyfunc_model() -> None:
+    """Called by `medklip/mlflow_model.py`, the code MLflow stores with each model (models-from-code)."""
+    mlflow.models.set_model(MedKLIPPyfunc())
+
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec(AnyType(), "image")]), outputs=Schema([ColSpec("double", entity) for entity in ENTITIES])
+)
+
+
+def _input_example(image_size: int) -> pd.DataFrame:
+    """One small synthetic radiograph as PNG bytes."""
+    import io
+
+    from PIL import Image
+
+    from medklip.synthetic import make_case
+
+    pixels = make_case(seed=0, index=0, size=max(64, image_size)).image
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return pd.DataFrame({"image": [buffer.getvalue()]})
+
+
+def log_model(client: MlflowClient, run_id: str, weights: Path) -> str:
+    """Logs `weights` as the run's pyfunc model (code + safetensors) and returns its `models:/` URI."""
+    import torch
+
+    from medklip.checkpoint import read_header
+
+    config, _ = read_header(weights)
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
+    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_NAME,
+            python_model=str(MODEL_CODE),
+            artifacts={"weights": str(weights)},
+            signature=SIGNATURE,
+            input_example=_input_example(config.model.image_size),
+            pip_requirements=requirements,  # plus medklip itself, installed where the model is served
+            metadata={"medklip_version": medklip.__version__, "format": "safetensors"},
+        )
+    client.set_tag(run_id, MODEL_URI_TAG, info.model_uri)
+    logger.info("MLflow: logged the model %s from %s", info.model_uri, weights)
+    return info.model_uri
+
+
+def load_pyfunc(model_uri: str):
+    """`mlflow.pyfunc.load_model` (e.g. `models:/medklip@champion`)."""
+    return mlflow.pyfunc.load_model(model_uri)
+
+
+# --- evaluation ---------------------------------------------------------------------------------------------------
+def evaluation_metrics(metrics: dict) -> dict[str, float]:
+    """The numbers of a `metrics.json` as flat MLflow metric names."""
+    flat = {key: metrics.get(key) for key in ("mean_auc", "accuracy", "n_test", "n_entities_with_auc")}
+    if metrics.get("mean_auc_ci95"):
+        flat["mean_auc_ci95_low"], flat["mean_auc_ci95_high"] = metrics["mean_auc_ci95"]
+    for entity, values in metrics.get("per_entity", {}).items():
+        for name in ("auc", "f1"):
+            flat[f"{name}/{entity}"] = values.get(name)
+    if metrics.get("grounding"):
+        flat["pointing_game"] = metrics["grounding"].get("overall")
+    return {key: value for key, value in flat.items() if value is not None}
+
+
+def run_id_for(weights: str | Path) -> str | None:
+    """The MLflow run of the folder holding `weights`, if it was trained with tracking."""
+    path = Path(weights).parent / RUN_ID_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
+def log_evaluation(weights: str | Path, out: str | Path, metrics: dict, tags: dict[str, str], heatmaps: int = 6):
+    """Logs `medklip evaluate`'s results into the run of the weights' folder; returns the run id or None.
+
+    Also sends metrics kept from a lost connection and logs the model if training could not.
+
+    Raises:
+        TrackingError: the run's server is unreachable or does not know the run.
+    """
+    weights, out = Path(weights), Path(out)
+    run_id = run_id_for(weights)
+    if run_id is None:
+        logger.info("no %s beside %s: evaluation results are not logged to MLflow", RUN_ID_FILE, weights)
+        return None
+    client = connect()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as error:
+        raise TrackingError(
+            f"run {run_id} (from {weights.parent / RUN_ID_FILE}) is not in {redact(tracking_uri())}: {_reason(error)}"
+        ) from None
+    send_pending(client, run_id, weights.parent)
+    client.log_batch(run_id, metrics=_metrics(evaluation_metrics(metrics), step=0))
+    client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+    for path in sorted(out.glob("*.png")) + [out / "metrics.json", out / "predictions.parquet"]:
+        if path.is_file():
+            client.log_artifact(run_id, str(path), "evaluation")
+    for path in sorted((out / "heatmaps").glob("*.png"))[:heatmaps]:
+        client.log_artifact(run_id, str(path), "evaluation/heatmaps")
+    if MODEL_URI_TAG not in run.data.tags and weights.name == "model_best.safetensors":
+        log_model(client, run_id, weights)
+    logger.info("MLflow: evaluation logged to run %s", run_id)
+    return run_id
+
+
+# --- registry -----------------------------------------------------------------------------------------------------
+class ModelRegistry:
+    """The MLflow model registry calls that `medklip.registry` needs (the promotion policy lives there)."""
+
+    def __init__(self):
+        self.client = connect()
+
+    def run(self, run_id: str):
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException as error:
+            raise TrackingError(f"run {run_id} not found in {redact(tracking_uri())}: {_reason(error)}") from None
+
+    def register(self, name: str, run_id: str, tags: dict[str, str]):
+        """A new version of `name` from the run's logged model."""
+        run = self.run(run_id)
+        model_uri = run.data.tags.get(MODEL_URI_TAG)
+        if not model_uri:
+            raise TrackingError(f"run {run_id} has no logged model (tag {MODEL_URI_TAG}); evaluate it first")
+        return mlflow.register_model(model_uri, name, tags=tags)
+
+    def version(self, name: str, version: str | int):
+        try:
+            return self.client.get_model_version(name, str(version))
+        except MlflowException as error:
+            raise TrackingError(f"{name} version {version}: {_reason(error)}") from None
+
+    def alias(self, name: str, alias: str):
+        """The version holding `alias`, or None."""
+        try:
+            return self.client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+
+    def set_alias(self, name: str, alias: str, version: str | int) -> None:
+        self.client.set_registered_model_alias(name, alias, str(version))
+
+    def set_tags(self, name: str, version: str | int, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, str(version), key, str(value)[:5000])
+
+    def describe(self, name: str, version: str | int, text: str) -> None:
+        self.client.update_model_version(name, str(version), description=text)
+
+    def versions(self, name: str) -> list:
+        return list(self.client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"]))
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """{alias: version}."""
+        try:
+            return dict(self.client.get_registered_model(name).aliases)
+        except MlflowException:
+            return {}
+
+    def run_file(self, run_id: str, artifact: str, folder: str | Path) -> Path | None:
+        """A run's artifact downloaded into `folder`, or None if the run has no such artifact."""
+        try:
+            return Path(self.client.download_artifacts(run_id, artifact, str(folder)))
+        except (MlflowException, OSError):
+            return None
+
+    def version_weights(self, name: str, version: str | int, folder: str | Path) -> Path:
+        """The safetensors weights of a registered version, downloaded into `folder`."""
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(folder))
+        found = sorted(Path(local).rglob("*.safetensors"))
+        if not found:
+            raise TrackingError(f"{name} version {version} holds no safetensors weights")
+        return found[0]
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def model_uri(self, name: str, alias_or_version: str) -> str:
+        separator = "/" if str(alias_or_version).isdigit() else "@"
+        return f"models:/{name}{separator}{alias_or_version}"
+
+
+def version_record(version) -> dict:
+    """A registered version as plain JSON-able data (for `medklip registry list --json`)."""
+    return {
+        "version": int(version.version),
+        "run_id": version.run_id,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(version.creation_timestamp / 1000)),
+        "aliases": list(getattr(version, "aliases", []) or []),
+        "tags": dict(version.tags or {}),
+    }
