@@ -196,7 +196,7 @@ def register(run_id: str, name: str = DEFAULT_NAME, margin: float = 0.0, n_resam
     if champion is None:
         decision.update(alias=CHAMPION, reason="no champion yet: the first evaluated version becomes champion")
     else:
-        decision["champion_version"] = champion.version
+        decision["champion_version"] = str(champion.version)
         comparison = compare(registry, name, run, champion, n_resamples)
         if "error" in comparison:
             decision.update(alias=CHALLENGER, reason=f"not compared: {comparison['error']}")
@@ -240,7 +240,7 @@ def promote(version: int, reason: str, name: str = DEFAULT_NAME) -> dict:
         "promotion.reason": reason.strip(),
         "promotion.by": _user(),
         "promotion.at": _now(),
-        "promotion.previous_champion": previous.version if previous else "",
+        "promotion.previous_champion": str(previous.version) if previous else "",
     }
     registry.set_tags(name, target.version, tags)
     return {"name": name, "version": int(target.version), **tags}

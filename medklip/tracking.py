@@ -32,7 +32,6 @@ import re
 import subprocess
 import threading
 import time
-import warnings
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -399,29 +398,30 @@ class TrainingRun:
 
 
 # --- the model ----------------------------------------------------------------------------------------------------
-with warnings.catch_warnings():  # MLflow nags at class definition about type hints; the signature is explicit instead
-    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+class MedKLIPPyfunc(mlflow.pyfunc.PythonModel):
+    """The MLflow model: a DataFrame with column `image` -> a DataFrame of the 75 entity probabilities.
 
-    class MedKLIPPyfunc(mlflow.pyfunc.PythonModel):
-        """The MLflow model: a DataFrame with column `image` -> a DataFrame of the 75 entity probabilities.
+    Each `image` cell is encoded file bytes (PNG, JPEG, 16-bit, ...), the same bytes base64-encoded (what MLflow's
+    JSON serving sends), or a pixel array (H, W) or (H, W, 3).
+    """
 
-        Each `image` cell is encoded file bytes (PNG, JPEG, 16-bit, ...), the same bytes base64-encoded (what MLflow's
-        JSON serving sends), or a pixel array (H, W) or (H, W, 3).
-        """
+    # The signature is given explicitly at logging; this is MLflow's switch (used by its ChatModel) that turns off
+    # its type-hint inspection, which otherwise warns on every import that `predict` has no list[...] hint.
+    _skip_type_hint_validation = True
 
-        def load_context(self, context) -> None:
-            from medklip.checkpoint import load_model
+    def load_context(self, context) -> None:
+        from medklip.checkpoint import load_model
 
-            self.model = load_model(context.artifacts["weights"])
+        self.model = load_model(context.artifacts["weights"])
 
-        def predict(self, context, model_input, params=None) -> pd.DataFrame:
-            import base64
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        import base64
 
-            from medklip.predict import predict_probabilities
+        from medklip.predict import predict_probabilities
 
-            column = model_input["image"] if isinstance(model_input, pd.DataFrame) else model_input
-            images = [base64.b64decode(value) if isinstance(value, str) else value for value in column]
-            return pd.DataFrame(predict_probabilities(self.model, images), columns=ENTITIES).astype("float64")
+        column = model_input["image"] if isinstance(model_input, pd.DataFrame) else model_input
+        images = [base64.b64decode(value) if isinstance(value, str) else value for value in column]
+        return pd.DataFrame(predict_probabilities(self.model, images), columns=ENTITIES).astype("float64")
 
 
 def set_pyfunc_model() -> None:

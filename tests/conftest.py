@@ -11,6 +11,16 @@ from PIL import Image
 from tests.helpers import GOOD_REPORT, radiograph, write_clean_folder, write_reports
 
 
+@pytest.fixture(autouse=True, scope="session")
+def mlflow_store(tmp_path_factory) -> Path:
+    """`medklip train` tracks by default: during the tests, into a throwaway local store, never ./mlruns."""
+    store = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}/mlflow.db")
+        patch.setenv("MLFLOW_EXPERIMENT_NAME", "medklip-tests")
+        yield store
+
+
 @pytest.fixture
 def messy_folder(tmp_path: Path) -> Path:
     """A folder source with good images in every odd format and every kind of bad file.

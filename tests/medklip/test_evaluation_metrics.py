@@ -261,3 +261,33 @@ def test_mean_auc_for_validation_averages_scored_entities_only():
     scores[:, 5] = 1 - labels[:, 5]  # perfectly inverted
     assert mean_auc(scores, labels) == 0.5  # (1.0 + 0.0) / 2; the 73 one-class entities do not count
     assert mean_auc(scores, np.full((40, 75), -1)) is None
+
+
+def test_paired_difference_is_zero_for_identical_models_and_positive_for_a_clearly_better_one():
+    from medklip.evaluation_metrics import bootstrap_mean_auc, paired_mean_auc_difference
+
+    rng = np.random.default_rng(3)
+    labels = rng.choice([1, 0, -1], size=(300, 6), p=[0.3, 0.6, 0.1]).astype(np.int8)
+    weak = rng.uniform(size=labels.shape) + 0.2 * (labels == 1)
+    strong = rng.uniform(size=labels.shape) + 1.0 * (labels == 1)
+    same = paired_mean_auc_difference(weak, weak, labels, n_resamples=300)
+    assert same["difference"] == 0 and same["ci95"] == [0, 0]
+    better = paired_mean_auc_difference(strong, weak, labels, n_resamples=300, seed=1)
+    assert better["mean_auc_a"] == pytest.approx(bootstrap_mean_auc(strong, labels, n_resamples=0)[0])
+    assert better["mean_auc_b"] == pytest.approx(bootstrap_mean_auc(weak, labels, n_resamples=0)[0])
+    assert better["ci95"][0] > 0 and better["difference"] == pytest.approx(better["mean_auc_a"] - better["mean_auc_b"])
+    worse = paired_mean_auc_difference(weak, strong, labels, n_resamples=300, seed=1)
+    assert worse["ci95"] == pytest.approx([-better["ci95"][1], -better["ci95"][0]])  # same draws, mirrored
+    # Pairing removes image difficulty: the paired interval is narrower than the two unpaired ones side by side.
+    _, low_a, high_a = bootstrap_mean_auc(strong, labels, n_resamples=300, seed=1)
+    assert better["ci95"][1] - better["ci95"][0] < high_a - low_a + 1e-9 or better["ci95"][0] > 0
+
+
+def test_paired_difference_without_any_entity_with_both_classes_is_undefined():
+    from medklip.evaluation_metrics import paired_mean_auc_difference
+
+    labels = np.zeros((10, 3), dtype=np.int8)
+    result = paired_mean_auc_difference(np.zeros((10, 3)), np.ones((10, 3)), labels, n_resamples=10)
+    assert result["difference"] is None and result["n_entities"] == 0
+    with pytest.raises(ValueError):
+        paired_mean_auc_difference(np.zeros((10, 3)), np.ones((10, 3)), labels, n_resamples=0)
