@@ -136,20 +136,19 @@ def _artifact_store(run) -> str:
     return f"the artifact store at {uri} (for a proxying server: its --artifacts-destination)"
 
 
-def check_artifact_store(client: MlflowClient, run_id: str, text: str, artifact_file: str) -> None:
-    """Writes one small artifact, turning a refused write into an error that names the bucket.
+def check_artifact_store(client: MlflowClient, run, text: str, artifact_file: str) -> None:
+    """Writes one small artifact of `run`, turning a refused write into an error that names the bucket.
 
     Raises:
         TrackingError: the write failed (bad S3 credentials, missing bucket, ...).
     """
     try:
-        client.log_text(run_id, text, artifact_file)
+        client.log_text(run.info.run_id, text, artifact_file)
     except Exception as error:  # boto3, MLflow and HTTP errors alike; the message below names the store
-        run = client.get_run(run_id)
         raise TrackingError(
-            f"MLflow cannot store artifacts of run {run_id} in {_artifact_store(run)}: {_reason(error)}. Check the "
-            "S3 credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of whoever writes: this process, or the MLflow "
-            "server when it proxies artifacts), the bucket and MLFLOW_S3_ENDPOINT_URL."
+            f"MLflow cannot store artifacts of run {run.info.run_id} in {_artifact_store(run)}: {_reason(error)}. "
+            "Check the S3 credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of whoever writes: this process, or "
+            "the MLflow server when it proxies artifacts), the bucket and MLFLOW_S3_ENDPOINT_URL."
         ) from None
 
 
@@ -329,23 +328,48 @@ class TrainingRun:
 
     @classmethod
     def start(cls, save_dir: str | Path, config: Config, data_dir: str | Path, world_size: int = 1) -> TrainingRun:
+        """Creates (or, when `<save>/mlflow_run_id` exists, resumes) the run and logs params, tags and config.json.
+
+        Raises:
+            TrackingError: MLflow or its artifact store cannot be used; nothing has been trained yet.
+        """
         save_dir = Path(save_dir)
         client = connect()
         id_file = save_dir / RUN_ID_FILE
+        resumed = id_file.is_file()
+        run_id = id_file.read_text().strip() if resumed else None
+        try:
+            run_id = cls._open(client, run_id, save_dir, config, data_dir, world_size)
+        except TrackingError:
+            raise
+        except Exception as error:  # the server went away or refused a call while the run was being set up
+            raise TrackingError(
+                f"MLflow at {redact(tracking_uri())} failed while setting up the run: {_reason(error)}"
+            ) from None
+        if not resumed:  # only a run set up completely is resumed by the next command
+            save_dir.mkdir(parents=True, exist_ok=True)
+            temporary = id_file.with_name(f".{id_file.name}.tmp")
+            temporary.write_text(run_id + "\n")
+            os.replace(temporary, id_file)
+        logger.info("MLflow: run %s in %s", run_id, redact(tracking_uri()))
+        return cls(client, run_id, save_dir)
+
+    @staticmethod
+    def _open(client: MlflowClient, run_id: str | None, save_dir: Path, config: Config, data_dir, world_size) -> str:
         params = {key: str(value) for key, value in flatten(to_dict(config)).items()}
         tags = {**data_tags(data_dir), "medklip.version": medklip.__version__, "medklip.world_size": str(world_size)}
         tags["medklip.save_dir"] = str(save_dir.resolve())
         commit = git_commit()
         if commit:
             tags["mlflow.source.git.commit"] = commit
-        if id_file.is_file():
-            run_id = id_file.read_text().strip()
+        if run_id:
             try:
                 run = client.get_run(run_id)
             except MlflowException as error:
                 raise TrackingError(
-                    f"{id_file} names run {run_id}, which {redact(tracking_uri())} does not know ({_reason(error)}): "
-                    "was it trained against another MLFLOW_TRACKING_URI? Remove the file to start a new run."
+                    f"{save_dir / RUN_ID_FILE} names run {run_id}, which {redact(tracking_uri())} does not know "
+                    f"({_reason(error)}): was it trained against another MLFLOW_TRACKING_URI? Remove the file to "
+                    "start a new run."
                 ) from None
             client.update_run(run_id, status="RUNNING")
             changed = {k: v for k, v in params.items() if k in run.data.params and run.data.params[k] != v}
@@ -354,18 +378,19 @@ class TrainingRun:
             send_pending(client, run_id, save_dir)
             logger.info("MLflow: resuming run %s", run_id)
         else:
-            run_id = client.create_run(experiment_id(client), run_name=save_dir.name, tags=tags).info.run_id
-            save_dir.mkdir(parents=True, exist_ok=True)
-            temporary = id_file.with_name(f".{id_file.name}.tmp")
-            temporary.write_text(run_id + "\n")
-            os.replace(temporary, id_file)
+            run = client.create_run(experiment_id(client), run_name=save_dir.name, tags=tags)
+            run_id = run.info.run_id
         items = [Param(key, value[:6000]) for key, value in params.items()]
         for start in range(0, len(items), 100):  # MLflow's limit of params per call
             client.log_batch(run_id, params=items[start : start + 100])
         client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
-        check_artifact_store(client, run_id, json.dumps(to_dict(config), indent=2), "config.json")
-        logger.info("MLflow: run %s in %s", run_id, redact(tracking_uri()))
-        return cls(client, run_id, save_dir)
+        try:
+            check_artifact_store(client, run, json.dumps(to_dict(config), indent=2), "config.json")
+        except TrackingError as error:
+            client.set_tag(run_id, "medklip.error", str(error)[:5000])
+            client.set_terminated(run_id, "FAILED")
+            raise
+        return run_id
 
     def log_metrics(self, values: dict, step: int) -> None:
         self.queue.put(_metrics(values, step))
