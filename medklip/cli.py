@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"medklip: error: {error}", file=sys.stderr)
-        return 2
+        return getattr(error, "exit_code", 2)  # 75 (try again later) when MLflow is away
 
 
 if __name__ == "__main__":

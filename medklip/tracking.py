@@ -62,7 +62,15 @@ MODEL_CODE = Path(__file__).resolve().parent / "mlflow_model.py"
 
 
 class TrackingError(RuntimeError):
-    """MLflow cannot be used as configured (server unreachable, artifact store refusing writes, unknown run)."""
+    """MLflow cannot be used as configured (artifact store refusing writes, unknown run, ...)."""
+
+    exit_code = 2  # what the CLI exits with
+
+
+class TrackingUnavailable(TrackingError):
+    """The MLflow server does not answer or went away: worth retrying later."""
+
+    exit_code = 75  # EX_TEMPFAIL: orchestrators retry this one, not the deterministic failures
 
 
 # --- connection ---------------------------------------------------------------------------------------------------
@@ -89,7 +97,7 @@ def connect() -> MlflowClient:
     unless `MLFLOW_HTTP_REQUEST_MAX_RETRIES` is set, a request is retried twice here.
 
     Raises:
-        TrackingError: the server does not answer.
+        TrackingUnavailable: the server does not answer.
     """
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     uri = tracking_uri()
@@ -98,7 +106,7 @@ def connect() -> MlflowClient:
             response = requests.get(uri.rstrip("/") + "/health", timeout=10)
             response.raise_for_status()
         except requests.RequestException as error:
-            raise TrackingError(
+            raise TrackingUnavailable(
                 f"the MLflow tracking server at {redact(uri)} (MLFLOW_TRACKING_URI) does not answer: "
                 f"{type(error).__name__}. Start it, or unset MLFLOW_TRACKING_URI to track in ./{LOCAL_STORE}/."
             ) from None  # the chained urllib3 error repeats the URI, user-info included
@@ -343,7 +351,7 @@ class TrainingRun:
         except TrackingError:
             raise
         except Exception as error:  # the server went away or refused a call while the run was being set up
-            raise TrackingError(
+            raise TrackingUnavailable(
                 f"MLflow at {redact(tracking_uri())} failed while setting up the run: {_reason(error)}"
             ) from None
         if not resumed:  # only a run set up completely is resumed by the next command
@@ -541,16 +549,22 @@ def log_evaluation(weights: str | Path, out: str | Path, metrics: dict, tags: di
         raise TrackingError(
             f"run {run_id} (from {weights.parent / RUN_ID_FILE}) is not in {redact(tracking_uri())}: {_reason(error)}"
         ) from None
-    send_pending(client, run_id, weights.parent)
-    client.log_batch(run_id, metrics=_metrics(evaluation_metrics(metrics), step=0))
-    client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
-    for path in sorted(out.glob("*.png")) + [out / "metrics.json", out / "predictions.parquet"]:
-        if path.is_file():
-            client.log_artifact(run_id, str(path), "evaluation")
-    for path in sorted((out / "heatmaps").glob("*.png"))[:heatmaps]:
-        client.log_artifact(run_id, str(path), "evaluation/heatmaps")
-    if MODEL_URI_TAG not in run.data.tags and weights.name == "model_best.safetensors":
-        log_model(client, run_id, weights)
+    try:
+        send_pending(client, run_id, weights.parent)
+        client.log_batch(run_id, metrics=_metrics(evaluation_metrics(metrics), step=0))
+        client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+        for path in sorted(out.glob("*.png")) + [out / "metrics.json", out / "predictions.parquet"]:
+            if path.is_file():
+                client.log_artifact(run_id, str(path), "evaluation")
+        for path in sorted((out / "heatmaps").glob("*.png"))[:heatmaps]:
+            client.log_artifact(run_id, str(path), "evaluation/heatmaps")
+        if MODEL_URI_TAG not in run.data.tags and weights.name == "model_best.safetensors":
+            log_model(client, run_id, weights)
+    except Exception as error:  # the results are on disk; say so rather than show MLflow's traceback
+        raise TrackingUnavailable(
+            f"the evaluation is saved in {out}, but logging it to run {run_id} failed ({_reason(error)}); run the "
+            "same `medklip evaluate` again once MLflow is reachable"
+        ) from None
     logger.info("MLflow: evaluation logged to run %s", run_id)
     return run_id
 

@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             run = TrainingRun.start(args.save, config, args.data, world_size=int(os.environ.get("WORLD_SIZE", "1")))
         except TrackingError as error:
             print(f"medklip train: error: {error}", file=sys.stderr)
-            return 2
+            return error.exit_code
     try:
         result = train(config, args.data, args.save, run)
     except BaseException as error:

@@ -133,7 +133,9 @@ def test_unreachable_server_is_an_error_before_training(tracked, tmp_path, monke
         port = probe.getsockname()[1]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:hunter2@127.0.0.1:{port}")
     save = tmp_path / "ckpt"
-    assert main(["train", "--data", str(tracked["data"]), "--config", "debug", "--save", str(save)]) == 2
+    assert (
+        main(["train", "--data", str(tracked["data"]), "--config", "debug", "--save", str(save)]) == 75
+    )  # retry later
     error = capsys.readouterr().err
     assert f"127.0.0.1:{port}" in error and "does not answer" in error and "hunter2" not in error
     assert not (save / "last.json").exists()

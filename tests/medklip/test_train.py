@@ -129,6 +129,15 @@ def test_torchrun_two_processes_train_with_ddp(data, tmp_path):
     # Each rank sees half of each epoch: 2 ranks x batch 8, so half the steps of a single process.
     assert records[-1]["step"] == 2 * (len(PreparedData(data).rows("train")) // 16)
     load_model(tmp_path / "ckpt/model_best.safetensors")
+    # Only rank 0 talks to MLflow: one run for this folder, with one value per epoch.
+    from mlflow import MlflowClient
+
+    from medklip.tracking import experiment_id, tracking_uri
+
+    client = MlflowClient(tracking_uri())
+    runs = client.search_runs([experiment_id(client)], f"tags.`medklip.save_dir` = '{(tmp_path / 'ckpt').resolve()}'")
+    assert len(runs) == 1 and runs[0].data.tags["medklip.world_size"] == "2"
+    assert len(client.get_metric_history(runs[0].info.run_id, "val_mean_auc")) == 2
 
 
 def test_early_stopping_ends_training_when_validation_stops_improving(data, tmp_path, monkeypatch):
