@@ -55,6 +55,7 @@ class ExtractSummary:
     skipped: dict[str, int] = field(default_factory=dict)  # reports with no text, by reason
     flagged: dict[str, int] = field(default_factory=dict)  # processed, but cleaned: truncated, markup, ...
     seconds: float = 0.0
+    input_sha256: str = ""  # of the reports file `extract_file` read ("" for tables passed in memory)
 
     def line(self) -> str:
         skipped = sum(self.skipped.values())
@@ -238,9 +239,36 @@ def extract_file(
         raise DataError(f"{reports}: duplicate report ids, e.g. {table['id'][duplicated].head(3).tolist()}")
     engine = make_extractor(extractor, radgraph_dir=radgraph_dir, batch_size=min(batch_size, 64))
     triplets, summary = extract_table(table, engine, cache=cache, shard=shard, batch_size=batch_size, progress=progress)
+    summary.input_sha256 = file_sha256(reports)
     write_triplets(triplets, out, summary)
     logger.info("%s -> %s: %s", reports, out, summary.line())
     return summary
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_extracted(
+    reports: str | Path, out: str | Path, extractor: str = "rules", radgraph_dir: str | None = None
+) -> bool:
+    """Whether `out` holds the whole of `reports` extracted by this extractor version (a rerun would change nothing)."""
+    if not Path(out).is_file():
+        return False
+    try:
+        summary = read_summary(out)
+    except DataError:
+        return False
+    engine = make_extractor(extractor, radgraph_dir=radgraph_dir)
+    return (
+        summary.get("extractor") == f"{engine.name}/{engine.version}"
+        and summary.get("shard") == "0/1"
+        and summary.get("input_sha256") == file_sha256(reports)
+    )
 
 
 def merge(inputs: list[str | Path], out: str | Path) -> ExtractSummary:

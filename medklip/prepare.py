@@ -188,6 +188,16 @@ def load_manifest(out: str | Path) -> dict | None:
     return manifest
 
 
+def is_prepared(source: str, out: str | Path, config: PrepareConfig | None = None) -> bool:
+    """Whether `out` already holds `source` prepared with these settings (then `prepare` would do nothing)."""
+    existing = load_manifest(Path(out))
+    if not existing:
+        return False
+    config = config or PrepareConfig()
+    opened = open_source(source, workdir=out, workers=config.workers)
+    return existing.get("fingerprint") == _fingerprint(opened.fingerprint(), config)
+
+
 def prepare(source: str, out: str | Path, config: PrepareConfig | None = None, progress: bool = False) -> dict:
     """Decodes, resizes and shards a source into `out` (see the module docstring). Idempotent.
 

@@ -24,7 +24,6 @@ their user-info part.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -167,6 +166,15 @@ def _reason(error: BaseException) -> str:
     return text[:300]
 
 
+def run_url(run_id: str) -> str | None:
+    """The MLflow UI page of a run, when tracking goes to a server."""
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return None
+    experiment = MlflowClient(uri).get_run(run_id).info.experiment_id
+    return f"{redact(uri).rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+
+
 def git_commit() -> str | None:
     """The source commit: `MEDKLIP_GIT_COMMIT` (set in container images), else `git rev-parse` of this checkout."""
     if os.environ.get("MEDKLIP_GIT_COMMIT"):
@@ -185,17 +193,9 @@ def git_commit() -> str | None:
     return result.stdout.strip() or None
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def data_tags(data_dir: str | Path) -> dict[str, str]:
     """Tags that pin the training data: prepared folder fingerprint and source, extractor and triplets hash."""
-    from medklip.extract import read_summary
+    from medklip.extract import file_sha256, read_summary
 
     root = Path(data_dir)
     tags = {"medklip.data_dir": str(root.resolve())}

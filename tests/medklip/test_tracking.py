@@ -22,7 +22,7 @@ from medklip.cli import main
 from medklip.config import flatten, load_config, to_dict
 from medklip.entities import ENTITIES
 from medklip.evaluate import read_predictions, write_predictions
-from medklip.extract import extract_file
+from medklip.extract import extract_file, file_sha256
 from medklip.images import decode_image
 from medklip.predict import predict_files
 from medklip.prepare import PrepareConfig, prepare
@@ -61,7 +61,7 @@ def test_training_run_holds_config_fingerprints_and_per_step_and_per_epoch_metri
     tags = run.data.tags
     assert tags["medklip.data_fingerprint"] == manifest["fingerprint"]
     assert tags["medklip.extractor"].startswith("rules/")
-    assert tags["medklip.triplets_sha256"] == tracking.file_sha256(tracked["data"] / "triplets.parquet")
+    assert tags["medklip.triplets_sha256"] == file_sha256(tracked["data"] / "triplets.parquet")
     assert len(tags["mlflow.source.git.commit"]) == 40
     history = [json.loads(line) for line in (tracked["save"] / "history.jsonl").read_text().splitlines()]
     losses = client().get_metric_history(tracked["run_id"], "loss")

@@ -1,0 +1,207 @@
+"""The `retrain` flow: prepare -> extract -> train -> evaluate -> register, each step through an execution backend.
+
+    python -m flows.retrain                                  # the embedded default, in-process (`make run`)
+    python -m flows.retrain --preset debug --epochs 2        # any parameter as a flag
+    prefect deployment run retrain/retrain-on-demand -p preset=debug     # on the local stack (`make up deploy`)
+
+Parameters are typed, described and bounded, so the Prefect UI's custom-run form is generated from them and invalid
+values are refused before anything starts. Where things go, under `workdir`:
+
+    data/<source key>/        prepared shards + triplets, shared by runs of the same source (skipped when unchanged)
+    .cache/extract/           the extraction cache: a weekly run extracts only new reports
+    checkpoints/<run>/        this flow run's checkpoints (`<run>` = retrain-<flow run id prefix>)
+    results/<run>/            its metrics.json, plots and heatmaps
+
+MLflow: `MLFLOW_TRACKING_URI`, else a local store in `./mlruns`. The run ends with a markdown artifact
+(`retrain-summary`) and a final state whose message says what happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect.states import Completed
+from pydantic import BaseModel, Field
+
+from tasks import steps
+from tasks.launchers import make_launcher
+
+DEFAULT_SOURCE = "synthetic://2000?seed=0"
+
+
+class Promotion(BaseModel):
+    """What happens after evaluation (the registry's promotion gate: `medklip.registry`)."""
+
+    register: bool = Field(True, description="Register the model in MLflow as a new version (challenger).")
+    model_name: str = Field("medklip", min_length=1, max_length=100, description="Registered model name.")
+    margin: float = Field(
+        0.0,
+        ge=-1.0,
+        le=1.0,
+        description="Champion only if the paired 95% lower bound of the mean-AUC gain exceeds this.",
+    )
+    resamples: int = Field(1000, ge=100, le=100_000, description="Paired bootstrap resamples for the gate.")
+
+
+def source_key(source: str) -> str:
+    """A folder name for a source: readable head + hash (two sources never share a data folder)."""
+    head = "".join(c if c.isalnum() else "-" for c in source.split("?")[0])[:40].strip("-")
+    return f"{head}-{hashlib.sha256(source.encode()).hexdigest()[:10]}"
+
+
+def _mlflow_links(run_id: str, decision: dict | None) -> list[str]:
+    from medklip.tracking import redact, run_url, tracking_uri
+
+    url = run_url(run_id)
+    if url is None:
+        store = tracking_uri()
+        return [f"- MLflow run `{run_id}` in the local store `{store}` (`mlflow ui --backend-store-uri {store}`)"]
+    lines = [f"- [MLflow run {run_id}]({url})"]
+    if decision:
+        base = redact(tracking_uri()).rstrip("/")
+        name, version = decision["name"], decision["version"]
+        lines.append(f"- [model {name} version {version}]({base}/#/models/{name}/versions/{version})")
+    return lines
+
+
+def summary_markdown(parameters: dict, outcomes: dict, metrics: dict, run_id: str, decision: dict | None) -> str:
+    """The `retrain-summary` artifact."""
+    lines = ["# MedKLIP retrain", "", "| step | outcome |", "|---|---|"]
+    lines += [f"| {step} | {outcome} |" for step, outcome in outcomes.items()]
+    ci = metrics.get("mean_auc_ci95") or [None, None]
+    number = lambda value: "n/a" if value is None else f"{value:.3f}"  # noqa: E731
+    lines += ["", "## Evaluation", "", "| metric | value |", "|---|---|"]
+    lines += [
+        f"| mean AUC | {number(metrics.get('mean_auc'))} (95% CI {number(ci[0])}-{number(ci[1])}) over "
+        f"{metrics.get('n_entities_with_auc')} entities |",
+        f"| accuracy (validation thresholds) | {number(metrics.get('accuracy'))} |",
+        f"| test images | {metrics.get('n_test')} |",
+    ]
+    scored = [(e, v) for e, v in metrics.get("per_entity", {}).items() if v.get("auc") is not None]
+    for entity, values in sorted(scored, key=lambda item: -item[1]["n_pos"])[:8]:
+        lines.append(f"| AUC {entity} (n_pos {values['n_pos']}) | {number(values['auc'])} |")
+    lines += ["", "## Registry", ""]
+    if decision:
+        lines.append(f"**{decision['name']} version {decision['version']}: {decision['alias']}.** {decision['reason']}")
+    else:
+        lines.append("Not registered (promotion.register is off).")
+    lines += ["", "## Links", "", *_mlflow_links(run_id, decision), "", "## Parameters", "", "```json"]
+    lines += [json.dumps(parameters, indent=2, default=str), "```"]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="retrain", description="Prepare, extract, train, evaluate and register MedKLIP.", log_prints=True)
+def retrain(
+    source: Annotated[
+        str, Field(min_length=3, description="folder://DIR, hf://NAME[?split=S] or synthetic://N?seed=S")
+    ] = DEFAULT_SOURCE,
+    preset: Annotated[
+        Literal["debug", "demo", "base"], Field(description="debug: seconds; demo: CPU minutes; base: paper, GPUs")
+    ] = "demo",
+    epochs: Annotated[int | None, Field(ge=1, le=1000, description="Epochs (empty: the preset's)")] = None,
+    batch_size: Annotated[
+        int | None, Field(ge=1, le=4096, description="Batch size per process (empty: preset)")
+    ] = None,
+    lr: Annotated[float | None, Field(gt=0, le=1, description="Peak learning rate (empty: the preset's)")] = None,
+    extractor: Annotated[Literal["rules", "radgraph"], Field(description="Triplet extractor")] = "rules",
+    nodes: Annotated[int, Field(ge=1, le=64, description="Training nodes (more than 1 needs a cluster backend)")] = 1,
+    gpus_per_node: Annotated[int, Field(ge=0, le=16, description="GPUs per node (0: one CPU process)")] = 0,
+    backend: Annotated[Literal["local"], Field(description="Where steps run: local subprocesses")] = "local",
+    promotion: Promotion = Promotion(),  # noqa: B008 (a pydantic default, copied per run)
+    workdir: Annotated[str, Field(description="Folder for data, caches, checkpoints and results")] = ".",
+):
+    logger = get_run_logger()
+    launcher = make_launcher(backend)
+    root = Path(workdir).resolve()
+    run_name = f"retrain-{str(flow_run.id or 'local')[:8]}"
+    data_dir = root / "data" / source_key(source)
+    save, results = root / "checkpoints" / run_name, root / "results" / run_name
+    overrides = []
+    for flag, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr)):
+        if value is not None:
+            overrides += [flag, str(value)]
+
+    outcomes = {"prepare": steps.prepare(launcher, source, data_dir)}
+    outcomes["extract"] = steps.extract(launcher, data_dir, extractor, root / ".cache" / "extract")
+    run_id = steps.train(launcher, data_dir, save, preset, overrides, nodes, gpus_per_node)
+    outcomes["train"] = f"checkpoints in {save}"
+    metrics = steps.evaluate(launcher, save / "model_best.safetensors", data_dir, results)
+    outcomes["evaluate"] = f"results in {results}"
+    decision = None
+    if promotion.register:
+        decision = steps.register(run_id, promotion.model_name, promotion.margin, promotion.resamples)
+        outcomes["register"] = f"version {decision['version']}: {decision['alias']}"
+    parameters = {"source": source, "preset": preset, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                  "extractor": extractor, "nodes": nodes, "gpus_per_node": gpus_per_node, "backend": backend,
+                  "promotion": promotion.model_dump(), "workdir": str(root)}  # fmt: skip
+    create_markdown_artifact(
+        summary_markdown(parameters, outcomes, metrics, run_id, decision),
+        key="retrain-summary",
+        description="metrics, the registry decision and links of this retrain run",
+    )
+    auc = metrics.get("mean_auc")
+    message = f"mean AUC {auc:.3f}" if auc is not None else "no AUC (no entity with both classes)"
+    if decision:
+        message += f"; {decision['name']} v{decision['version']} is {decision['alias']}"
+    logger.info("retrain finished: %s", message)
+    result = {"run_id": run_id, "checkpoints": str(save), "results": str(results), "metrics": metrics}
+    result["outcomes"] = outcomes
+    result["decision"] = {k: v for k, v in (decision or {}).items() if k != "model_card"} or None
+    return Completed(message=message, data=result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flows.retrain [--preset P] ...`: one run in-process; prints metrics, version and where to look."""
+    parser = argparse.ArgumentParser(prog="python -m flows.retrain", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--source", default=DEFAULT_SOURCE)
+    parser.add_argument("--preset", default="demo", choices=("debug", "demo", "base"))
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--extractor", default="rules", choices=("rules", "radgraph"))
+    parser.add_argument("--gpus-per-node", type=int, default=0)
+    parser.add_argument("--margin", type=float, default=0.0, help="promotion margin")
+    parser.add_argument("--workdir", default=".")
+    args = parser.parse_args(argv)
+    state = retrain(
+        source=args.source, preset=args.preset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        extractor=args.extractor, gpus_per_node=args.gpus_per_node, promotion=Promotion(margin=args.margin),
+        workdir=args.workdir, return_state=True,
+    )  # fmt: skip
+    if not state.is_completed():
+        print(f"retrain did not complete: {state.message}", file=sys.stderr)
+        return 1
+    result = state.result()
+    metrics = result["metrics"]
+    print(f"\nretrain: {state.message}")
+    print(f"  checkpoints  {result['checkpoints']}\n  results      {result['results']} (metrics.json, plots)")
+    for entity, values in sorted(metrics["per_entity"].items(), key=lambda item: -item[1]["n_pos"])[:6]:
+        if values["auc"] is not None:
+            print(f"  AUC {entity:<16} {values['auc']:.3f}  (n_pos {values['n_pos']})")
+    if result["decision"]:
+        decision = result["decision"]
+        print(f"  model        {decision['name']} version {decision['version']}, alias {decision['alias']}")
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    print("\nUIs:")
+    print(
+        f"  MLflow   {uri}"
+        if uri
+        else "  MLflow   mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db  (then http://127.0.0.1:5000)"
+    )
+    api = os.environ.get("PREFECT_API_URL")
+    print(f"  Prefect  {api.removesuffix('/api')}" if api else "  Prefect  make up  (then http://127.0.0.1:4200)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

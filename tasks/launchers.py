@@ -1,0 +1,88 @@
+"""Execution backends: how one step (a `medklip` command) runs. The flow describes steps; a launcher runs them.
+
+    step = Step("train", ["-m", "medklip.train", "--data", "data/x", ...], processes=1)
+    LocalLauncher().run(step, logger)      # a subprocess here; training through torchrun
+
+A step is described once (command, processes per node, nodes, GPUs); the `kubernetes` backend (the Kubernetes
+issue) renders the same `Step` as a Job. Exit status 75 (EX_TEMPFAIL, what `medklip` returns when MLflow does not
+answer) is a `TransientStepError`, retried by the tasks; any other failure is a `StepError`, not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+
+TEMPORARY_FAILURE = 75
+
+
+class StepError(RuntimeError):
+    """A step failed in a way that running it again would not fix (bad data, bad parameters, a bug)."""
+
+
+class TransientStepError(StepError):
+    """A step failed for a reason that may pass (a service away); worth retrying."""
+
+
+@dataclass
+class Step:
+    """One `python -m <module> ...` command of the pipeline, with the resources it needs."""
+
+    name: str  # prepare, extract, train, evaluate
+    args: list[str]  # after `python`: e.g. ["-m", "medklip.cli", "data", "prepare", ...]
+    processes: int = 1  # per node; > 1 or distributed: launched through torchrun
+    nodes: int = 1
+    gpus_per_node: int = 0
+    distributed: bool = False  # torchrun even for one process (the training step)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class LocalLauncher:
+    """Runs steps as subprocesses of this machine; training through `torchrun --standalone`."""
+
+    name = "local"
+
+    def command(self, step: Step) -> list[str]:
+        if step.nodes != 1:
+            raise StepError(f"{step.name}: the local backend runs one node, {step.nodes} asked; use backend=kubernetes")
+        if not step.distributed:
+            return [sys.executable, *step.args]
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+        return [*launcher, str(step.processes), *step.args]
+
+    def run(self, step: Step, logger: logging.Logger | logging.LoggerAdapter) -> list[str]:
+        """Runs the step, streaming its output lines to `logger`; returns the last 200 lines.
+
+        Raises:
+            TransientStepError: exit status 75.
+            StepError: any other non-zero exit status.
+        """
+        command = self.command(step)
+        logger.info("%s: %s", step.name, " ".join(command))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **step.env}
+        tail: deque[str] = deque(maxlen=200)
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, errors="replace"
+        ) as process:
+            for line in process.stdout:
+                line = line.rstrip("\n").split("\r")[-1]  # a progress bar's last state, not its every redraw
+                if line.strip():
+                    tail.append(line)
+                    logger.info("%s | %s", step.name, line)
+        if process.returncode == TEMPORARY_FAILURE:
+            raise TransientStepError(f"{step.name} failed for now (exit 75): {tail[-1] if tail else ''}")
+        if process.returncode != 0:
+            last = "\n".join(list(tail)[-15:])
+            raise StepError(f"{step.name} failed with exit status {process.returncode}:\n{last}")
+        return list(tail)
+
+
+def make_launcher(backend: str):
+    """The launcher called `backend`."""
+    if backend == "local":
+        return LocalLauncher()
+    raise StepError(f"unknown backend {backend!r}; this build has: local")
