@@ -41,7 +41,7 @@ DEFAULT_SOURCE = "synthetic://2000?seed=0"
 class Promotion(BaseModel):
     """What happens after evaluation (the registry's promotion gate: `medklip.registry`)."""
 
-    register: bool = Field(True, description="Register the model in MLflow as a new version (challenger).")
+    register_model: bool = Field(True, description="Register the model in MLflow as a new version (challenger).")
     model_name: str = Field("medklip", min_length=1, max_length=100, description="Registered model name.")
     margin: float = Field(
         0.0,
@@ -93,7 +93,7 @@ def summary_markdown(parameters: dict, outcomes: dict, metrics: dict, run_id: st
     if decision:
         lines.append(f"**{decision['name']} version {decision['version']}: {decision['alias']}.** {decision['reason']}")
     else:
-        lines.append("Not registered (promotion.register is off).")
+        lines.append("Not registered (promotion.register_model is off).")
     lines += ["", "## Links", "", *_mlflow_links(run_id, decision), "", "## Parameters", "", "```json"]
     lines += [json.dumps(parameters, indent=2, default=str), "```"]
     return "\n".join(lines) + "\n"
@@ -137,7 +137,7 @@ def retrain(
     metrics = steps.evaluate(launcher, save / "model_best.safetensors", data_dir, results)
     outcomes["evaluate"] = f"results in {results}"
     decision = None
-    if promotion.register:
+    if promotion.register_model:
         decision = steps.register(run_id, promotion.model_name, promotion.margin, promotion.resamples)
         outcomes["register"] = f"version {decision['version']}: {decision['alias']}"
     parameters = {"source": source, "preset": preset, "epochs": epochs, "batch_size": batch_size, "lr": lr,

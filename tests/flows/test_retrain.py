@@ -1,0 +1,133 @@
+"""The retrain flow under `prefect_test_harness`, at the debug preset, with MLflow in the session's local store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ParameterTypeError
+from prefect.states import Completed, Failed
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.retrain import Promotion, retrain
+from medklip.tracking import TrackingUnavailable
+from tasks.launchers import LocalLauncher, Step, StepError, TransientStepError
+from tasks.steps import transient
+
+SOURCE = "synthetic://80?seed=1&size=64"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def harness():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def run(workdir: Path, **parameters):
+    parameters = {"source": SOURCE, "preset": "debug", "workdir": str(workdir), **parameters}
+    return retrain(**parameters, return_state=True)
+
+
+async def summary_artifact() -> str:
+    async with get_client() as client:
+        artifacts = await client.read_artifacts(limit=50)
+    return next(a.data for a in artifacts if a.key == "retrain-summary")
+
+
+@pytest.mark.slow
+def test_a_debug_run_trains_evaluates_registers_and_a_rerun_skips_unchanged_data(tmp_path):
+    import asyncio
+
+    first = run(tmp_path, promotion=Promotion(model_name="flow-test", resamples=100))
+    assert first.is_completed(), first.message
+    result = first.result()
+    assert result["outcomes"]["prepare"] == "prepared" and result["outcomes"]["extract"] == "extracted"
+    assert result["decision"]["alias"] == "champion" and "flow-test v1 is champion" in first.message
+    assert (Path(result["checkpoints"]) / "model_best.safetensors").is_file()
+    assert (Path(result["results"]) / "metrics.json").is_file()
+    text = asyncio.run(summary_artifact())
+    assert "mean AUC" in text and "flow-test version 1: champion" in text and result["run_id"] in text
+
+    second = run(tmp_path, epochs=1, promotion=Promotion(model_name="flow-test", resamples=100))
+    assert second.is_completed(), second.message
+    outcomes = second.result()["outcomes"]
+    assert outcomes["prepare"] == outcomes["extract"] == "skipped (unchanged)"
+    assert second.result()["checkpoints"] != result["checkpoints"]  # each run trains into its own folder
+    assert second.result()["decision"]["version"] == 2
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_do_not_corrupt_each_other(tmp_path):
+    states = {}
+
+    def start(name: str) -> None:
+        states[name] = run(tmp_path, promotion=Promotion(register_model=False))
+
+    threads = [threading.Thread(target=start, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert all(state.is_completed() for state in states.values()), [s.message for s in states.values()]
+    a, b = (states[name].result() for name in ("a", "b"))
+    assert a["checkpoints"] != b["checkpoints"]
+    # The shared data folder is consistent: the same prepared data and labels, so the same evaluation images.
+    assert a["metrics"]["evaluation_data"]["fingerprint"] == b["metrics"]["evaluation_data"]["fingerprint"]
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"epochs": 0},
+        {"preset": "huge"},
+        {"lr": -1.0},
+        {"nodes": 0},
+        {"gpus_per_node": 99},
+        {"backend": "ssh"},
+        {"promotion": {"margin": 5}},
+        {"source": ""},
+    ],
+)
+def test_invalid_parameters_are_refused_before_anything_starts(parameters):
+    with pytest.raises(ParameterTypeError):
+        retrain.validate_parameters(parameters)
+
+
+def test_defaults_and_a_debug_override_validate():
+    assert retrain.validate_parameters({})["preset"] == "demo"
+    assert retrain.validate_parameters({"preset": "debug", "epochs": 2})["epochs"] == 2
+
+
+def test_only_transient_failures_are_retried():
+    assert transient(None, None, Failed(data=TransientStepError("MLflow away")))
+    assert transient(None, None, Failed(data=TrackingUnavailable("server does not answer")))
+    assert not transient(None, None, Failed(data=StepError("bad data")))
+    assert not transient(None, None, Failed(data=ValueError("bug")))
+    assert not transient(None, None, Completed(data=1))
+
+
+def test_local_launcher_maps_exit_codes_and_refuses_several_nodes():
+    import logging
+
+    logger = logging.getLogger("test")
+    launcher = LocalLauncher()
+    assert launcher.run(Step("ok", ["-c", "print('hello')"]), logger) == ["hello"]
+    with pytest.raises(TransientStepError):
+        launcher.run(Step("later", ["-c", "import sys; sys.exit(75)"]), logger)
+    with pytest.raises(StepError, match="exit status 2") as error:
+        launcher.run(Step("bad", ["-c", "import sys; print('why it failed'); sys.exit(2)"]), logger)
+    assert "why it failed" in str(error.value) and not isinstance(error.value, TransientStepError)
+    with pytest.raises(StepError, match="one node"):
+        launcher.command(Step("train", ["-m", "medklip.train"], nodes=2, distributed=True))
+    assert launcher.command(Step("train", ["-m", "medklip.train"], processes=2, distributed=True))[1:6] == [
+        "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"
+    ]  # fmt: skip
+
+
+def test_flow_module_runs_as_a_script_help():
+    finished = subprocess.run([sys.executable, "-m", "flows.retrain", "--help"], capture_output=True, text=True)
+    assert finished.returncode == 0 and "--preset" in finished.stdout
