@@ -3,11 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-DATA ?= data/demo
-CHECKPOINTS ?= checkpoints/demo
-RESULTS ?= results/demo
 
-.PHONY: install run test test-fast lint format bench clean
+.PHONY: install run up deploy down test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,18 +14,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The longest real path that exists today: synthesise a data set, prepare it into shards, extract triplets from its
-# reports (cached: a rerun extracts nothing), train the demo preset (resumes if interrupted; about 6 minutes on
-# 2 cores), evaluate it on the held-out test split and register it in MLflow (./mlruns unless MLFLOW_TRACKING_URI).
+# The embedded default: the retrain flow once, in-process (no server needed): prepare synthetic://2000 -> extract
+# -> train the demo preset (about 6 minutes on 2 cores) -> evaluate -> register in MLflow (./mlruns unless
+# MLFLOW_TRACKING_URI is set; PREFECT_API_URL is used when set). Ends with the metrics, version and alias.
 run: $(STAMP)
-	$(VENV)/bin/medklip data prepare --source "synthetic://2000?seed=0" --out $(DATA)
-	$(VENV)/bin/medklip extract --data $(DATA) --cache .cache/extract
-	$(VENV)/bin/medklip data inspect $(DATA)
-	$(VENV)/bin/medklip train --data $(DATA) --config demo --save $(CHECKPOINTS)
-	$(VENV)/bin/medklip evaluate --weights $(CHECKPOINTS)/model_best.safetensors --data $(DATA) --out $(RESULTS)
-	$(VENV)/bin/medklip registry register --run-id $$(cat $(CHECKPOINTS)/mlflow_run_id)
-	@echo "best model: $(CHECKPOINTS)/model_best.safetensors; metrics and plots: $(RESULTS)/"
-	@echo "MLflow: $${MLFLOW_TRACKING_URI:-mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db, then http://127.0.0.1:5000}"
+	$(PY) -m flows.retrain
+
+# The local stack on 127.0.0.1: Prefect server + UI (:4200), a process worker, MLflow (:5000), S3 endpoint (:9000).
+up: $(STAMP)
+	$(PY) infra/local/stack.py up
+
+deploy: $(STAMP)
+	. $${STACK_DIR:-.stack}/env && $(VENV)/bin/prefect --no-prompt deploy --all
+
+down:
+	$(PY) infra/local/stack.py down
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -50,4 +50,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_step.py
 
 clean:
-	rm -rf $(DATA) $(CHECKPOINTS) $(RESULTS) .cache .pytest_cache .ruff_cache
+	rm -rf data checkpoints results .cache .pytest_cache .ruff_cache

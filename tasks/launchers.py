@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections import deque
@@ -73,12 +74,20 @@ class LocalLauncher:
                 if line.strip():
                     tail.append(line)
                     logger.info("%s | %s", step.name, line)
-        if process.returncode == TEMPORARY_FAILURE:
-            raise TransientStepError(f"{step.name} failed for now (exit 75): {tail[-1] if tail else ''}")
         if process.returncode != 0:
-            last = "\n".join(list(tail)[-15:])
-            raise StepError(f"{step.name} failed with exit status {process.returncode}:\n{last}")
+            raise failure(step.name, process.returncode, list(tail))
         return list(tail)
+
+
+def failure(name: str, returncode: int, lines: list[str]) -> StepError:
+    """The error for a failed step: its own error lines first (torchrun buries them under its report and exits 1
+    whatever the worker's status, so a worker's 75 is read from that report)."""
+    errors = [line for line in lines if "error:" in line.lower() and "errors.html" not in line]
+    codes = [int(m.group(1)) for m in (re.search(r"exitcode\s*:\s*(-?\d+)", line) for line in lines) if m]
+    detail = "\n".join(errors[-5:] or lines[-15:])
+    if returncode == TEMPORARY_FAILURE or TEMPORARY_FAILURE in codes:
+        return TransientStepError(f"{name} failed for now (exit 75, worth retrying):\n{detail}")
+    return StepError(f"{name} failed with exit status {returncode}:\n{detail}")
 
 
 def make_launcher(backend: str):

@@ -1,0 +1,262 @@
+"""The local stack behind `make up` / `make down`: everything on 127.0.0.1, from the project's own dependencies.
+
+    python infra/local/stack.py up        # S3 endpoint, MLflow server, Prefect server + UI, a process worker
+    python infra/local/stack.py status
+    python infra/local/stack.py down      # stops what `up` started, by pid
+
+    S3-compatible endpoint (moto_server), bucket `medklip`   http://127.0.0.1:9000   .stack/s3/snapshot/
+    MLflow server (SQLite; artifacts -> s3://medklip/mlflow)  http://127.0.0.1:5000   .stack/mlflow/mlflow.db
+    Prefect server (API + UI)                                http://127.0.0.1:4200   .stack/prefect/ (PREFECT_HOME)
+    Prefect process worker on the work pool `local`                                  .stack/logs/worker.log
+
+`up` twice is harmless: a service whose pid is alive and which answers is left alone. Ports and the state folder
+can be moved with STACK_DIR, S3_PORT, MLFLOW_PORT, PREFECT_PORT (the integration test does). `.stack/env` holds the
+variables a shell needs to use the stack (`source .stack/env`). moto keeps objects in memory: `down` saves them to
+.stack/s3/snapshot/ and `up` puts them back (a crash of the endpoint loses what was written since the last `up`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+STACK = Path(os.environ.get("STACK_DIR", ROOT / ".stack")).resolve()
+S3_PORT = int(os.environ.get("S3_PORT", "9000"))
+MLFLOW_PORT = int(os.environ.get("MLFLOW_PORT", "5000"))
+PREFECT_PORT = int(os.environ.get("PREFECT_PORT", "4200"))
+BUCKET = "medklip"
+POOL = "local"
+# Local-only placeholders: the endpoint is moto on loopback. A real deployment reads these from a Secret.
+LOCAL_S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local-stack", "AWS_SECRET_ACCESS_KEY": "local-stack"}
+
+
+def urls() -> dict[str, str]:
+    return {
+        "s3": f"http://127.0.0.1:{S3_PORT}",
+        "mlflow": f"http://127.0.0.1:{MLFLOW_PORT}",
+        "prefect": f"http://127.0.0.1:{PREFECT_PORT}",
+    }
+
+
+def client_env() -> dict[str, str]:
+    """What a shell, the worker and its flow runs need to use the stack."""
+    return {
+        "PREFECT_API_URL": f"{urls()['prefect']}/api",
+        "MLFLOW_TRACKING_URI": urls()["mlflow"],
+        "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "true",
+        "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{BUCKET}/mlflow",
+    }
+
+
+def services() -> list[dict]:
+    """Each service: command, environment, health URL; in start order."""
+    prefect_env = {
+        "PREFECT_HOME": str(STACK / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": f"{urls()['prefect']}/api",
+    }
+    s3_env = dict(LOCAL_S3_CREDENTIALS)
+    mlflow_env = {**LOCAL_S3_CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": urls()["s3"]}
+    return [
+        {
+            "name": "s3",
+            "command": [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(S3_PORT)],
+            "env": s3_env,
+            "health": f"{urls()['s3']}/moto-api/",
+        },
+        {
+            "name": "mlflow",
+            "command": [
+                str(BIN / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(MLFLOW_PORT),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{STACK / 'mlflow' / 'mlflow.db'}",
+                "--artifacts-destination",
+                f"s3://{BUCKET}/mlflow",
+            ],  # fmt: skip
+            "env": mlflow_env,
+            "health": f"{urls()['mlflow']}/health",
+        },
+        {
+            "name": "prefect",
+            "command": [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(PREFECT_PORT)],
+            "env": prefect_env,
+            "health": f"{urls()['prefect']}/api/health",
+        },
+        {
+            "name": "worker",
+            "command": [
+                str(BIN / "prefect"),
+                "worker",
+                "start",
+                "--pool",
+                POOL,
+                "--type",
+                "process",
+                "--name",
+                "local-worker",
+                "--install-policy",
+                "never",
+            ],  # fmt: skip
+            "env": {**prefect_env, **client_env()},
+            "health": None,
+        },
+    ]
+
+
+def pid_file(name: str) -> Path:
+    return STACK / "pids" / f"{name}.pid"
+
+
+def alive(name: str) -> int | None:
+    """The pid of a running service started by `up`, else None."""
+    path = pid_file(name)
+    if not path.is_file():
+        return None
+    pid = int(path.read_text())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def answers(url: str | None) -> bool:
+    if url is None:
+        return True
+    try:
+        return requests.get(url, timeout=3).status_code < 500
+    except requests.RequestException:
+        return False
+
+
+def wait_healthy(service: dict, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if alive(service["name"]) is None:
+            log = (STACK / "logs" / f"{service['name']}.log").read_text()[-3000:]
+            raise SystemExit(f"{service['name']} exited during start-up; its log ends with:\n{log}")
+        if answers(service["health"]):
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"{service['name']} did not answer {service['health']} within {timeout:.0f} s")
+
+
+def start(service: dict) -> None:
+    for folder in ("pids", "logs", "s3", "mlflow", "prefect"):
+        (STACK / folder).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **service["env"]}
+    log = open(STACK / "logs" / f"{service['name']}.log", "a")  # noqa: SIM115 (the child keeps it)
+    process = subprocess.Popen(
+        service["command"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+    )
+    pid_file(service["name"]).write_text(str(process.pid))
+
+
+def s3_client():
+    import boto3
+
+    return boto3.client("s3", endpoint_url=urls()["s3"], region_name="us-east-1", **{
+        "aws_access_key_id": LOCAL_S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": LOCAL_S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    })  # fmt: skip
+
+
+def restore_s3() -> None:
+    """Creates the bucket and puts back the objects saved by the last `down` (moto keeps them in memory only)."""
+    s3 = s3_client()
+    snapshot = STACK / "s3" / "snapshot"
+    buckets = {BUCKET} | ({path.name for path in snapshot.iterdir() if path.is_dir()} if snapshot.is_dir() else set())
+    for bucket in sorted(buckets):
+        s3.create_bucket(Bucket=bucket)
+        for path in sorted((snapshot / bucket).rglob("*")) if (snapshot / bucket).is_dir() else []:
+            if path.is_file():
+                s3.upload_file(str(path), bucket, path.relative_to(snapshot / bucket).as_posix())
+
+
+def snapshot_s3() -> None:
+    """Saves every object to .stack/s3/snapshot/<bucket>/<key> before the endpoint stops."""
+    import shutil
+
+    s3 = s3_client()
+    staging = STACK / "s3" / "snapshot.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    for bucket in s3.list_buckets()["Buckets"]:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket["Name"]):
+            for entry in page.get("Contents", []):
+                target = staging / bucket["Name"] / entry["Key"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket["Name"], entry["Key"], str(target))
+    staging.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(STACK / "s3" / "snapshot", ignore_errors=True)
+    staging.rename(STACK / "s3" / "snapshot")
+
+
+def ensure_pool() -> None:
+    env = {**os.environ, **client_env(), "PREFECT_HOME": str(STACK / "prefect")}
+    prefect = str(BIN / "prefect")
+    if subprocess.run([prefect, "work-pool", "inspect", POOL], env=env, capture_output=True).returncode != 0:
+        subprocess.run([prefect, "work-pool", "create", POOL, "--type", "process"], env=env, check=True,
+                       capture_output=True)  # fmt: skip
+
+
+def up() -> None:
+    for service in services():
+        if alive(service["name"]) and answers(service["health"]):
+            print(f"{service['name']:<8} already running (pid {alive(service['name'])})")
+            continue
+        if service["name"] == "worker":
+            ensure_pool()
+        start(service)
+        wait_healthy(service)
+        if service["name"] == "s3":
+            restore_s3()
+        print(f"{service['name']:<8} started (pid {alive(service['name'])})")
+    (STACK / "env").write_text("".join(f"export {key}={value}\n" for key, value in client_env().items()))
+    print(f"\nPrefect UI  {urls()['prefect']}\nMLflow UI   {urls()['mlflow']}\nS3 endpoint {urls()['s3']}")
+    print(f"use it from a shell: source {STACK / 'env'}; register the deployments: make deploy")
+
+
+def down() -> None:
+    for service in reversed(services()):
+        pid = alive(service["name"])
+        if pid is None:
+            pid_file(service["name"]).unlink(missing_ok=True)
+            continue
+        if service["name"] == "s3" and answers(service["health"]):
+            snapshot_s3()
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while alive(service["name"]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if alive(service["name"]):
+            os.killpg(pid, signal.SIGKILL)
+        pid_file(service["name"]).unlink(missing_ok=True)
+        print(f"{service['name']:<8} stopped")
+
+
+def status() -> None:
+    report = {s["name"]: {"pid": alive(s["name"]), "answers": answers(s["health"])} for s in services()}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    actions = {"up": up, "down": down, "status": status}
+    if len(sys.argv) != 2 or sys.argv[1] not in actions:
+        raise SystemExit(f"usage: {sys.argv[0]} up|down|status")
+    actions[sys.argv[1]]()
