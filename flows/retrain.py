@@ -119,6 +119,21 @@ def retrain(
     promotion: Promotion = Promotion(),  # noqa: B008 (a pydantic default, copied per run)
     workdir: Annotated[str, Field(description="Folder for data, caches, checkpoints and results")] = ".",
 ):
+    """Retrains MedKLIP and registers the result; see the module docstring for where outputs go.
+
+    Args:
+        source: the data: folder://DIR (images + reports.csv), hf://NAME[?split=S], or synthetic://N?seed=S.
+        preset: debug (seconds, tests), demo (CPU, minutes), base (the paper's configuration, GPUs).
+        epochs: training epochs; empty keeps the preset's.
+        batch_size: batch size per process; empty keeps the preset's.
+        lr: peak learning rate; empty keeps the preset's.
+        extractor: rules (offline, fast) or radgraph (needs the modern-radgraph-xl weights).
+        nodes: training nodes; more than one needs the kubernetes backend.
+        gpus_per_node: GPUs (and training processes) per node; 0 trains one process on the CPU.
+        backend: where the steps run.
+        promotion: registration and the champion gate.
+        workdir: folder for data, caches, checkpoints and results (shared storage on a cluster).
+    """
     logger = get_run_logger()
     launcher = make_launcher(backend)
     root = Path(workdir).resolve()
