@@ -275,22 +275,32 @@ def bootstrap_mean_auc(
     if not layouts:
         return float("nan"), float("nan"), float("nan")
     mean = float(np.mean([_layout_auc(layout) for layout in layouts]))
-    n_images = len(scores)
+
+    def mean_of_block(counts: np.ndarray) -> np.ndarray:
+        aucs = np.column_stack([_resampled_aucs(layout, counts[:, layout.rows]) for layout in layouts])  # (R_b, E')
+        defined = ~np.isnan(aucs)
+        with np.errstate(invalid="ignore"):
+            return np.where(defined, aucs, 0.0).sum(axis=1) / defined.sum(axis=1)  # NaN if no entity is defined
+
+    low, high, _ = _percentile_interval(_over_resample_blocks(len(scores), n_resamples, seed, workers, mean_of_block))
+    return mean, low, high
+
+
+def _over_resample_blocks(n_images: int, n_resamples: int, seed: int, workers: int | None, per_block) -> np.ndarray:
+    """`per_block(counts)` -> (R_block,) over blocks of joint image resamples (counts (R_block, N)), concatenated.
+
+    Blocks keep memory flat; each block has its own seed, so results do not depend on `workers`.
+    """
     block = max(1, _BLOCK_CELLS // n_images)
     starts = list(range(0, n_resamples, block))
     seeds = np.random.SeedSequence(seed).spawn(len(starts))
 
     def run_block(index: int) -> np.ndarray:
         size = min(block, n_resamples - starts[index])
-        counts = _draw_counts(np.random.default_rng(seeds[index]), n_images, size)  # (R_block, N)
-        aucs = np.column_stack([_resampled_aucs(layout, counts[:, layout.rows]) for layout in layouts])  # (R_b, E')
-        defined = ~np.isnan(aucs)
-        with np.errstate(invalid="ignore"):
-            return np.where(defined, aucs, 0.0).sum(axis=1) / defined.sum(axis=1)  # NaN if no entity is defined
+        return per_block(_draw_counts(np.random.default_rng(seeds[index]), n_images, size))
 
     resampled = _map(run_block, range(len(starts)), _workers(workers))
-    low, high, _ = _percentile_interval(np.concatenate(resampled) if resampled else np.empty(0))
-    return mean, low, high
+    return np.concatenate(resampled) if resampled else np.empty(0)
 
 
 def paired_mean_auc_difference(
@@ -331,21 +341,16 @@ def paired_mean_auc_difference(
     layouts_b = [_layout(scores_b[:, e], labels[:, e]) for e in entities]
     mean_a = float(np.mean([_layout_auc(layout) for layout in layouts_a]))
     mean_b = float(np.mean([_layout_auc(layout) for layout in layouts_b]))
-    n_images = len(labels)
-    block = max(1, _BLOCK_CELLS // n_images)
-    starts = list(range(0, n_resamples, block))
-    seeds = np.random.SeedSequence(seed).spawn(len(starts))
 
-    def run_block(index: int) -> np.ndarray:
-        size = min(block, n_resamples - starts[index])
-        counts = _draw_counts(np.random.default_rng(seeds[index]), n_images, size)  # (R_block, N), shared by a and b
+    def difference_of_block(counts: np.ndarray) -> np.ndarray:  # counts (R_block, N): the same draws for a and b
         aucs_a = np.column_stack([_resampled_aucs(layout, counts[:, layout.rows]) for layout in layouts_a])
         aucs_b = np.column_stack([_resampled_aucs(layout, counts[:, layout.rows]) for layout in layouts_b])
         defined = ~np.isnan(aucs_a)  # depends on labels and draws only, so the same cells for b
         with np.errstate(invalid="ignore"):
             return np.where(defined, aucs_a - aucs_b, 0.0).sum(axis=1) / defined.sum(axis=1)  # (R_block,)
 
-    low, high, _ = _percentile_interval(np.concatenate(_map(run_block, range(len(starts)), _workers(workers))))
+    differences = _over_resample_blocks(len(labels), n_resamples, seed, workers, difference_of_block)
+    low, high, _ = _percentile_interval(differences)
     return {**result, "mean_auc_a": mean_a, "mean_auc_b": mean_b, "difference": mean_a - mean_b, "ci95": [low, high]}
 
 
