@@ -64,13 +64,14 @@ class LocalLauncher:
         """
         command = self.command(step)
         logger.info("%s: %s", step.name, " ".join(command))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **step.env}
+        # Progress bars go to the log: one line per 15 s per bar, not one per redraw.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "15", **step.env}
         tail: deque[str] = deque(maxlen=200)
         with subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, errors="replace"
         ) as process:
             for line in process.stdout:
-                line = line.rstrip("\n").split("\r")[-1]  # a progress bar's last state, not its every redraw
+                line = line.rstrip("\n")
                 if line.strip():
                     tail.append(line)
                     logger.info("%s | %s", step.name, line)
