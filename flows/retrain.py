@@ -200,19 +200,20 @@ def main(argv: list[str] | None = None) -> int:
     metrics = result["metrics"]
     print(f"\nretrain: {state.message}")
     print(f"  checkpoints  {result['checkpoints']}\n  results      {result['results']} (metrics.json, plots)")
-    for entity, values in sorted(metrics["per_entity"].items(), key=lambda item: -item[1]["n_pos"])[:6]:
-        if values["auc"] is not None:
-            print(f"  AUC {entity:<16} {values['auc']:.3f}  (n_pos {values['n_pos']})")
+    scored = [(entity, values) for entity, values in metrics["per_entity"].items() if values["auc"] is not None]
+    for entity, values in sorted(scored, key=lambda item: -item[1]["n_pos"])[:6]:
+        print(f"  AUC {entity:<16} {values['auc']:.3f}  (n_pos {values['n_pos']})")
     if result["decision"]:
         decision = result["decision"]
         print(f"  model        {decision['name']} version {decision['version']}, alias {decision['alias']}")
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    from medklip.tracking import redact, tracking_uri
+
+    uri = redact(tracking_uri())  # the store this run used (MLflow exports MLFLOW_TRACKING_URI once used)
     print("\nUIs:")
-    print(
-        f"  MLflow   {uri}"
-        if uri
-        else "  MLflow   mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db  (then http://127.0.0.1:5000)"
-    )
+    if uri.startswith("http"):
+        print(f"  MLflow   {uri}")
+    else:
+        print(f"  MLflow   mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)")
     api = os.environ.get("PREFECT_API_URL")
     print(f"  Prefect  {api.removesuffix('/api')}" if api else "  Prefect  make up  (then http://127.0.0.1:4200)")
     return 0
