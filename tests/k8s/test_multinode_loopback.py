@@ -1,0 +1,103 @@
+"""Multi-node training for real on one machine: two torchrun agents run exactly the command and environment that the
+rendered multi-node Job gives its two pods (node ranks from JOB_COMPLETION_INDEX, c10d rendezvous at node 0,
+--max-restarts), with the only differences a cluster would make: node 0's DNS name is 127.0.0.1, the rendezvous
+port is a free one, /workspace is a temporary folder and MLflow is the test store."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from medklip.extract import extract_file
+from medklip.prepare import PrepareConfig, prepare
+from tasks.kubernetes_launcher import KubernetesLauncher
+from tasks.launchers import Step
+from tests.k8s.test_manifests import ROOT
+from tests.servers import free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("workspace")
+    prepare("synthetic://80?seed=5&size=64", root / "data", PrepareConfig(workers=2, short_side=64, val_fraction=0.2))
+    extract_file(root / "data/reports.parquet", root / "data/triplets.parquet")
+    return root
+
+
+def pod_processes(workspace: Path, save: str, *train_flags: str) -> list[tuple[list[str], dict]]:
+    """(command, env) of each pod of the rendered 2-node Job, as the kubelet would build them."""
+    launcher = KubernetesLauncher.from_overlay(ROOT / "k8s" / "overlays" / "dev")
+    args = ["-m", "medklip.train", "--data", "/workspace/data", "--config", "debug", "--save", save, *train_flags]
+    service, job = launcher.render(Step("train", args, nodes=2, distributed=True), "loopback")
+    config = launcher.templates[("ConfigMap", "medklip-env")]["data"]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    port = str(free_port())
+    processes = []
+    for index in range(job["spec"]["completions"]):
+        env = {**os.environ, **config}
+        for item in container["env"]:
+            if "value" in item:
+                env[item["name"]] = item["value"]
+            elif "fieldRef" in item.get("valueFrom", {}):  # the completion index annotation
+                env[item["name"]] = str(index)
+        assert env["MASTER_ADDR"] == f"{job['metadata']['name']}-0.{service['metadata']['name']}"
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, MLFLOW_TRACKING_URI=os.environ["MLFLOW_TRACKING_URI"])
+        command = [str(Path(sys.executable).with_name(container["command"][0]))]
+        command += [expand(arg, env).replace("/workspace", str(workspace)) for arg in container["args"]]
+        processes.append((command, env))
+    return processes
+
+
+def expand(text: str, env: dict) -> str:
+    """`$(NAME)` references replaced from the container's environment, as the kubelet does."""
+    return re.sub(r"\$\((\w+)\)", lambda match: env[match.group(1)], text)
+
+
+def history(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_two_torchrun_agents_train_the_debug_preset_for_one_epoch(workspace):
+    pods = pod_processes(workspace, "/workspace/ckpt-2nodes", "--epochs", "1")
+    assert "--rdzv-backend=c10d" in pods[0][0] and "--node-rank=1" in pods[1][0] and "--nnodes=2" in pods[0][0]
+    agents = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for command, env in pods]  # fmt: skip
+    outputs = [agent.communicate(timeout=300)[0] for agent in agents]
+    assert [agent.returncode for agent in agents] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    records = history(workspace / "ckpt-2nodes/history.jsonl")
+    train_rows = int(json.loads((workspace / "data/manifest.json").read_text())["splits"]["train"])
+    assert [r["epoch"] for r in records] == [1]
+    assert records[-1]["step"] == train_rows // (8 * 2)  # world size 2: each step sees 2 x batch 8 images
+    assert (workspace / "ckpt-2nodes/model_best.safetensors").is_file()
+
+
+def test_a_killed_worker_is_restarted_and_training_resumes_and_finishes(workspace):
+    save = workspace / "ckpt-killed"
+    flags = ["--epochs", "4", "--set", "train.save_every_steps=2", "--no-mlflow"]  # restarts are the subject here
+    pods = pod_processes(workspace, "/workspace/ckpt-killed", *flags)
+    agents = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for command, env in pods]  # fmt: skip
+    killed, deadline = False, time.time() + 240
+    while not killed and time.time() < deadline and all(agent.poll() is None for agent in agents):
+        pointer = save / "last.json"
+        if pointer.exists() and json.loads(pointer.read_text())["step"] >= 2:
+            workers = subprocess.run(["pgrep", "-P", str(agents[1].pid)], capture_output=True, text=True).stdout
+            for pid in workers.split():
+                os.kill(int(pid), signal.SIGKILL)
+            killed = bool(workers.split())
+        time.sleep(0.05)
+    outputs = [agent.communicate(timeout=300)[0] for agent in agents]
+    assert killed, "training ended before a worker could be killed"
+    assert [agent.returncode for agent in agents] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "resumed from" in outputs[0] + outputs[1]  # torchrun restarted the workers; they resumed from last.json
+    assert [r["epoch"] for r in history(save / "history.jsonl")] == [1, 2, 3, 4]
