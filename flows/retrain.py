@@ -115,7 +115,9 @@ def retrain(
     extractor: Annotated[Literal["rules", "radgraph"], Field(description="Triplet extractor")] = "rules",
     nodes: Annotated[int, Field(ge=1, le=64, description="Training nodes (more than 1 needs a cluster backend)")] = 1,
     gpus_per_node: Annotated[int, Field(ge=0, le=16, description="GPUs per node (0: one CPU process)")] = 0,
-    backend: Annotated[Literal["local"], Field(description="Where steps run: local subprocesses")] = "local",
+    backend: Annotated[
+        Literal["local", "kubernetes"], Field(description="Where steps run: local subprocesses or Kubernetes Jobs")
+    ] = "local",
     promotion: Promotion = Promotion(),  # noqa: B008 (a pydantic default, copied per run)
     workdir: Annotated[str, Field(description="Folder for data, caches, checkpoints and results")] = ".",
 ):
@@ -130,11 +132,14 @@ def retrain(
         extractor: rules (offline, fast) or radgraph (needs the modern-radgraph-xl weights).
         nodes: training nodes; more than one needs the kubernetes backend.
         gpus_per_node: GPUs (and training processes) per node; 0 trains one process on the CPU.
-        backend: where the steps run.
+        backend: where the steps run: local subprocesses, or Kubernetes Jobs (then workdir is the shared
+            volume's mount path, /workspace).
         promotion: registration and the champion gate.
         workdir: folder for data, caches, checkpoints and results (shared storage on a cluster).
     """
     logger = get_run_logger()
+    if nodes > 1 and backend == "local":  # refused before any step runs
+        raise ValueError(f"nodes={nodes} needs backend=kubernetes: the local backend runs one machine")
     launcher = make_launcher(backend)
     root = Path(workdir).resolve()
     run_name = f"retrain-{str(flow_run.id or 'local')[:8]}"
@@ -185,12 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--extractor", default="rules", choices=("rules", "radgraph"))
     parser.add_argument("--gpus-per-node", type=int, default=0)
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--backend", default="local", choices=("local", "kubernetes"))
     parser.add_argument("--margin", type=float, default=0.0, help="promotion margin")
     parser.add_argument("--workdir", default=".")
     args = parser.parse_args(argv)
     state = retrain(
         source=args.source, preset=args.preset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        extractor=args.extractor, gpus_per_node=args.gpus_per_node, promotion=Promotion(margin=args.margin),
+        extractor=args.extractor, gpus_per_node=args.gpus_per_node, nodes=args.nodes, backend=args.backend,
+        promotion=Promotion(margin=args.margin),
         workdir=args.workdir, return_state=True,
     )  # fmt: skip
     if not state.is_completed():

@@ -123,17 +123,22 @@ class KubernetesLauncher:
             _env(container, key, value)
         return [*objects, job]
 
-    def run(self, step: Step, logger: logging.Logger | logging.LoggerAdapter, run_key: str = "manual") -> list[str]:
+    def run(self, step: Step, logger: logging.Logger | logging.LoggerAdapter) -> list[str]:
         """Submits the rendered objects, waits for the Job (prefect-kubernetes), removes the Service.
+
+        Jobs are named after the flow run plus a random suffix, so a retried task never meets its failed Job.
 
         Raises:
             StepError: the Job failed; the message says why when its pods tell (see `diagnose`).
         """
+        import uuid
+
+        from prefect.runtime import flow_run
         from prefect_kubernetes.credentials import KubernetesCredentials
         from prefect_kubernetes.flows import run_namespaced_job
         from prefect_kubernetes.jobs import KubernetesJob
 
-        objects = self.render(step, run_key)
+        objects = self.render(step, f"{str(flow_run.id or 'manual')[:8]}-{uuid.uuid4().hex[:5]}")
         service, job = (objects[0], objects[1]) if len(objects) == 2 else (None, objects[0])
         credentials = KubernetesCredentials()  # in-cluster config in a flow-run pod, else the local kubeconfig
         core = credentials.get_client("core")

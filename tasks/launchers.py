@@ -3,9 +3,10 @@
     step = Step("train", ["-m", "medklip.train", "--data", "data/x", ...], processes=1)
     LocalLauncher().run(step, logger)      # a subprocess here; training through torchrun
 
-A step is described once (command, processes per node, nodes, GPUs); the `kubernetes` backend (the Kubernetes
-issue) renders the same `Step` as a Job. Exit status 75 (EX_TEMPFAIL, what `medklip` returns when MLflow does not
-answer) is a `TransientStepError`, retried by the tasks; any other failure is a `StepError`, not retried.
+A step is described once (command, processes per node, nodes, GPUs); the `kubernetes` backend
+(`tasks/kubernetes_launcher.py`) renders the same `Step` as Jobs. Exit status 75 (EX_TEMPFAIL, what `medklip`
+returns when MLflow does not answer) is a `TransientStepError`, retried by the tasks; any other failure is a
+`StepError`, not retried.
 """
 
 from __future__ import annotations
@@ -92,7 +93,13 @@ def failure(name: str, returncode: int, lines: list[str]) -> StepError:
 
 
 def make_launcher(backend: str):
-    """The launcher called `backend`."""
+    """The launcher called `backend`: `local`, or `kubernetes` with the templates of `MEDKLIP_K8S_MANIFESTS` (a
+    rendered YAML file, as baked into the image) or else of the overlay `MEDKLIP_K8S_OVERLAY` (k8s/overlays/prod)."""
     if backend == "local":
         return LocalLauncher()
-    raise StepError(f"unknown backend {backend!r}; this build has: local")
+    if backend == "kubernetes":
+        from tasks.kubernetes_launcher import KubernetesLauncher
+
+        source = os.environ.get("MEDKLIP_K8S_MANIFESTS") or os.environ.get("MEDKLIP_K8S_OVERLAY", "k8s/overlays/prod")
+        return KubernetesLauncher.from_overlay(source)
+    raise StepError(f"unknown backend {backend!r}: local or kubernetes")

@@ -88,6 +88,7 @@ def test_two_runs_at_once_do_not_corrupt_each_other(tmp_path):
         {"nodes": 0},
         {"gpus_per_node": 99},
         {"backend": "ssh"},
+        {"nodes": 65},
         {"promotion": {"margin": 5}},
         {"source": ""},
     ],
@@ -95,6 +96,22 @@ def test_two_runs_at_once_do_not_corrupt_each_other(tmp_path):
 def test_invalid_parameters_are_refused_before_anything_starts(parameters):
     with pytest.raises(ParameterTypeError):
         retrain.validate_parameters(parameters)
+
+
+def test_several_nodes_on_the_local_backend_fail_before_any_step(tmp_path):
+    state = run(tmp_path, nodes=2)
+    assert state.is_failed() and "backend=kubernetes" in state.message
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_kubernetes_backend_renders_from_the_overlay(monkeypatch):
+    from tasks.kubernetes_launcher import KubernetesLauncher
+    from tasks.launchers import make_launcher
+
+    monkeypatch.setenv("MEDKLIP_K8S_OVERLAY", str(Path(__file__).resolve().parents[2] / "k8s/overlays/dev"))
+    launcher = make_launcher("kubernetes")
+    assert isinstance(launcher, KubernetesLauncher) and launcher.namespace == "medklip-dev"
+    assert retrain.validate_parameters({"backend": "kubernetes", "nodes": 3})["nodes"] == 3
 
 
 def test_defaults_and_a_debug_override_validate():
