@@ -25,7 +25,7 @@ up: $(STAMP)
 	$(PY) infra/local/stack.py up
 
 deploy: $(STAMP)
-	. $${STACK_DIR:-.stack}/env && $(VENV)/bin/prefect --no-prompt deploy --all
+	. $${STACK_DIR:-.stack}/env && $(VENV)/bin/prefect --no-prompt deploy --name retrain-weekly --name retrain-on-demand
 
 down:
 	$(PY) infra/local/stack.py down
