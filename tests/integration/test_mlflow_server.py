@@ -56,7 +56,7 @@ def train_args(data: Path, save: Path, *flags: str) -> list[str]:
     return ["train", "--data", str(data), "--config", "debug", "--save", str(save), *flags]
 
 
-def test_train_evaluate_register_and_load_the_champion_through_a_server_with_s3_artifacts(data, tmp_path, monkeypatch):
+def test_train_evaluate_register_and_load_the_champion_through_a_server_with_s3_artifacts(data, tmp_path):
     with s3_endpoint(tmp_path) as s3:
         s3.client.create_bucket(Bucket=BUCKET)
         with mlflow_server(tmp_path / "mlflow", artifacts=f"s3://{BUCKET}/mlflow", s3=s3) as server:
@@ -75,8 +75,12 @@ def test_train_evaluate_register_and_load_the_champion_through_a_server_with_s3_
                 assert finished.returncode == 0, finished.stderr[-3000:]
             assert "champion" in outputs[-1].stdout
 
-            monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
-            pyfunc = mlflow.pyfunc.load_model("models:/medklip@champion")
+            previous = mlflow.get_tracking_uri()  # earlier tests in this process may have set one
+            mlflow.set_tracking_uri(server.url)
+            try:
+                pyfunc = mlflow.pyfunc.load_model("models:/medklip@champion")
+            finally:
+                mlflow.set_tracking_uri(previous)
             probabilities = pyfunc.predict(pd.DataFrame({"image": [SAMPLE.read_bytes()]}))
             expected = predict_files(load_model(weights), [str(SAMPLE)])[0].probabilities  # the local best model
             assert probabilities.iloc[0].tolist() == pytest.approx(list(expected.values()), abs=1e-5)
