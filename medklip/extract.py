@@ -266,7 +266,7 @@ def is_extracted(
     engine = make_extractor(extractor, radgraph_dir=radgraph_dir)
     return (
         summary.get("extractor") == f"{engine.name}/{engine.version}"
-        and summary.get("shard") == "0/1"
+        and (summary.get("shard") == "0/1" or str(summary.get("shard")).startswith("merged"))
         and summary.get("input_sha256") == file_sha256(reports)
     )
 
@@ -300,5 +300,7 @@ def merge(inputs: list[str | Path], out: str | Path) -> ExtractSummary:
         merged.skipped = dict(Counter(merged.skipped) + Counter(summary["skipped"]))
         merged.flagged = dict(Counter(merged.flagged) + Counter(summary["flagged"]))
     merged.triplets = len(table)
+    inputs_read = {summary.get("input_sha256", "") for summary in summaries}
+    merged.input_sha256 = inputs_read.pop() if len(inputs_read) == 1 else ""  # all shards of one reports file
     write_triplets(table.reset_index(drop=True), out, merged)
     return merged

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import subprocess
 from pathlib import Path
 
@@ -53,7 +54,9 @@ class KubernetesLauncher:
 
     name = "kubernetes"
 
-    def __init__(self, manifests: list[dict]):
+    def __init__(self, manifests: list[dict], extract_shards: int | None = None):
+        # Extraction pods in parallel; the weekly run's new reports are few, a first run's many.
+        self.extract_shards = extract_shards or int(os.environ.get("MEDKLIP_EXTRACT_SHARDS", "4"))
         self.templates = {(obj["kind"], obj["metadata"]["name"]): obj for obj in manifests}
         jobs = [obj for obj in manifests if obj["kind"] == "Job"]
         if not jobs:
@@ -61,7 +64,7 @@ class KubernetesLauncher:
         self.namespace = jobs[0]["metadata"].get("namespace", "default")
 
     @classmethod
-    def from_overlay(cls, overlay: str | Path) -> KubernetesLauncher:
+    def from_overlay(cls, overlay: str | Path, extract_shards: int | None = None) -> KubernetesLauncher:
         """Templates from `kubectl kustomize OVERLAY`, or from an already rendered YAML file."""
         overlay = Path(overlay)
         if overlay.is_file():
@@ -72,15 +75,44 @@ class KubernetesLauncher:
                                       check=True).stdout  # fmt: skip
             except (OSError, subprocess.CalledProcessError) as error:
                 raise StepError(f"cannot render {overlay} with kubectl kustomize: {error}") from error
-        return cls([doc for doc in yaml.safe_load_all(text) if doc])
+        return cls([doc for doc in yaml.safe_load_all(text) if doc], extract_shards)
 
     def _template(self, kind: str, name: str) -> dict:
         if (kind, name) not in self.templates:
             raise StepError(f"no {kind} template named {name} in the Kubernetes manifests")
         return copy.deepcopy(self.templates[(kind, name)])
 
+    def render_extract(self, step: Step, run_key: str, shards: int) -> list[dict]:
+        """Extraction as an Indexed Job of `shards` pods (pod I: shard I/N of the reports) and then a merge Job."""
+        args = list(step.args)
+        if "--data" not in args:
+            raise StepError("extract: sharding needs the prepared folder (--data DIR)")
+        data = args.pop(args.index("--data") + 1)
+        args.remove("--data")
+        shard_file = f"{data}/triplet-shards/shard-$(JOB_COMPLETION_INDEX).parquet"
+        indexed = self._template("Job", "medklip-extract")
+        merge = self._template("Job", "medklip-extract-merge")
+        for job, kind in ((indexed, "extract"), (merge, "extract-merge")):
+            job["metadata"]["name"] = f"medklip-{kind}-{run_key}".lower()[:52]
+            job["metadata"].setdefault("labels", {})["medklip/run"] = run_key
+            job["spec"]["suspend"] = False
+            job["spec"]["template"]["spec"]["containers"][0]["command"] = ["python"]
+        container = indexed["spec"]["template"]["spec"]["containers"][0]
+        container["args"] = [*args, f"--reports={data}/reports.parquet", f"--out={shard_file}",
+                             "--shard=$(JOB_COMPLETION_INDEX)/$(SHARDS)"]  # fmt: skip
+        _env(container, "SHARDS", str(shards))
+        indexed["spec"]["completions"] = indexed["spec"]["parallelism"] = shards
+        shard_files = [f"{data}/triplet-shards/shard-{index}.parquet" for index in range(shards)]
+        merge["spec"]["template"]["spec"]["containers"][0]["args"] = [
+            "-m", "medklip.cli", "extract", "merge", "--out", f"{data}/triplets.parquet", *shard_files
+        ]  # fmt: skip
+        return [indexed, merge]
+
     def render(self, step: Step, run_key: str) -> list[dict]:
-        """The objects that run `step` for the flow run `run_key`: [Job] or [Service, Job] for M > 1 nodes."""
+        """The objects that run `step` for the flow run `run_key`: [Job] or [Service, Job] for M > 1 nodes;
+        extraction is sharded over `extract_shards` pods ([Job, merge Job]) when that is more than 1."""
+        if step.name == "extract" and self.extract_shards > 1:
+            return self.render_extract(step, run_key, self.extract_shards)
         if step.nodes > 1 and not step.distributed:
             raise StepError(f"{step.name}: only training runs on several nodes")
         multinode = step.nodes > 1
@@ -139,26 +171,31 @@ class KubernetesLauncher:
         from prefect_kubernetes.jobs import KubernetesJob
 
         objects = self.render(step, f"{str(flow_run.id or 'manual')[:8]}-{uuid.uuid4().hex[:5]}")
-        service, job = (objects[0], objects[1]) if len(objects) == 2 else (None, objects[0])
+        services = [obj for obj in objects if obj["kind"] == "Service"]
         credentials = KubernetesCredentials()  # in-cluster config in a flow-run pod, else the local kubeconfig
         core = credentials.get_client("core")
-        if service is not None:
+        for service in services:
             core.create_namespaced_service(self.namespace, service)
+        lines = []
         try:
-            logs = run_namespaced_job(
-                KubernetesJob(v1_job=job, namespace=self.namespace, credentials=credentials),
-                print_func=lambda line: logger.info("%s | %s", step.name, line),
-            )
-        except RuntimeError as error:
-            pods = core.list_namespaced_pod(self.namespace, label_selector=f"batch.kubernetes.io/job-name="
-                                            f"{job['metadata']['name']}").to_dict()["items"]  # fmt: skip
-            status = credentials.get_client("batch").read_namespaced_job_status(job["metadata"]["name"],
-                                                                               self.namespace).to_dict()  # fmt: skip
-            raise StepError(f"{step.name}: {diagnose(status.get('status') or {}, pods) or error}") from error
+            for job in (obj for obj in objects if obj["kind"] == "Job"):  # in order: shards, then their merge
+                try:
+                    logs = run_namespaced_job(
+                        KubernetesJob(v1_job=job, namespace=self.namespace, credentials=credentials),
+                        print_func=lambda line: logger.info("%s | %s", step.name, line),
+                    )
+                except RuntimeError as error:
+                    name = job["metadata"]["name"]
+                    selector = f"batch.kubernetes.io/job-name={name}"
+                    pods = core.list_namespaced_pod(self.namespace, label_selector=selector).to_dict()["items"]
+                    status = credentials.get_client("batch").read_namespaced_job_status(name, self.namespace)
+                    reason = diagnose(status.to_dict().get("status") or {}, pods) or error
+                    raise StepError(f"{step.name} ({name}): {reason}") from error
+                lines += [line for text in logs.values() for line in str(text).splitlines()]
         finally:
-            if service is not None:
+            for service in services:
                 core.delete_namespaced_service(service["metadata"]["name"], self.namespace)
-        return [line for text in logs.values() for line in str(text).splitlines()][-200:]
+        return lines[-200:]
 
 
 def diagnose(job_status: dict, pods: list[dict]) -> str | None:

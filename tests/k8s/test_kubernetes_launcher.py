@@ -74,8 +74,9 @@ def test_plain_steps_run_python_with_the_steps_arguments(prod):
     validate([job])
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["python"] and container["args"] == step.args
-    [extract] = prod.render(Step("extract", ["-m", "medklip.cli", "extract", "--data", "/workspace/d"]), "r")
-    assert "completionMode" not in extract["spec"]  # one pod; sharded extraction uses the Indexed template as is
+    one_pod = KubernetesLauncher(list(prod.templates.values()), extract_shards=1)
+    [extract] = one_pod.render(Step("extract", ["-m", "medklip.cli", "extract", "--data", "/workspace/d"]), "r")
+    assert "completionMode" not in extract["spec"]  # one pod, the Indexed template made plain
     validate([extract])
     with pytest.raises(StepError, match="only training"):
         prod.render(Step("evaluate", ["-m", "medklip.cli"], nodes=2), "r")
@@ -101,3 +102,22 @@ def test_failures_are_explained():
     deadline = {"conditions": [{"type": "Failed", "reason": "DeadlineExceeded", "message": "Job was active longer"}]}
     assert diagnose(deadline, []).startswith("deadline exceeded")
     assert diagnose({"conditions": [{"type": "Failed", "reason": "BackoffLimitExceeded"}]}, [pod({})]) is None
+
+
+def test_extraction_is_sharded_over_an_indexed_job_then_merged(prod):
+    step = Step("extract", ["-m", "medklip.cli", "extract", "--data", "/workspace/d", "--extractor", "rules",
+                            "--cache", "/workspace/.cache/extract"])  # fmt: skip
+    indexed, merge = prod.render(step, "retrain-1a2b3c4d")
+    validate([indexed, merge])
+    assert indexed["spec"]["completionMode"] == "Indexed" and indexed["spec"]["completions"] == prod.extract_shards
+    container = indexed["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(container)["SHARDS"]["value"] == str(prod.extract_shards) == "4"
+    assert container["args"] == [
+        "-m", "medklip.cli", "extract", "--extractor", "rules", "--cache", "/workspace/.cache/extract",
+        "--reports=/workspace/d/reports.parquet",
+        "--out=/workspace/d/triplet-shards/shard-$(JOB_COMPLETION_INDEX).parquet",
+        "--shard=$(JOB_COMPLETION_INDEX)/$(SHARDS)",
+    ]  # fmt: skip
+    merge_args = merge["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert merge_args[:6] == ["-m", "medklip.cli", "extract", "merge", "--out", "/workspace/d/triplets.parquet"]
+    assert merge_args[6:] == [f"/workspace/d/triplet-shards/shard-{i}.parquet" for i in range(4)]

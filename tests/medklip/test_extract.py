@@ -140,3 +140,20 @@ def test_cli_extract_on_a_prepared_folder_and_errors(tmp_path, capsys, clean_fol
     reports(5).to_csv(tmp_path / "good.csv", index=False)
     assert main(["extract", "--reports", str(tmp_path / "good.csv"), "--out", "x", "--shard", "3/2"]) == 2
     assert "need 0 <= I < N" in capsys.readouterr().err
+
+
+def test_merged_shards_of_a_reports_file_count_as_extracted(tmp_path):
+    from medklip.extract import extract_file, is_extracted, merge
+
+    reports = tmp_path / "reports.csv"
+    reports.write_text(
+        "id,findings,impression\n" + "".join(f"r{i},Small left effusion.,No pneumothorax.\n" for i in range(12))
+    )
+    shards = [tmp_path / f"shard-{index}.parquet" for index in range(3)]
+    for index, shard in enumerate(shards):
+        extract_file(reports, shard, shard=f"{index}/3")
+        assert not is_extracted(reports, shard)  # one shard is not the whole file
+    merge(shards, tmp_path / "triplets.parquet")
+    assert is_extracted(reports, tmp_path / "triplets.parquet")
+    reports.write_text(reports.read_text() + "r99,New mass.,\n")
+    assert not is_extracted(reports, tmp_path / "triplets.parquet")  # a new report: extract again
