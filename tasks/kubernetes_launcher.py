@@ -13,6 +13,7 @@ Service and, when a Job fails, a diagnosis read from its pods (image pull, OOM, 
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import os
@@ -156,45 +157,48 @@ class KubernetesLauncher:
         return [*objects, job]
 
     def run(self, step: Step, logger: logging.Logger | logging.LoggerAdapter) -> list[str]:
-        """Submits the rendered objects, waits for the Job (prefect-kubernetes), removes the Service.
+        """Submits the rendered objects, waits for each Job in turn (prefect-kubernetes), removes the Service.
 
         Jobs are named after the flow run plus a random suffix, so a retried task never meets its failed Job.
 
         Raises:
-            StepError: the Job failed; the message says why when its pods tell (see `diagnose`).
+            StepError: a Job failed; the message says why when its pods tell (see `diagnose`).
         """
         import uuid
 
         from prefect.runtime import flow_run
-        from prefect_kubernetes.credentials import KubernetesCredentials
-        from prefect_kubernetes.flows import run_namespaced_job
-        from prefect_kubernetes.jobs import KubernetesJob
 
-        objects = self.render(step, f"{str(flow_run.id or 'manual')[:8]}-{uuid.uuid4().hex[:5]}")
-        services = [obj for obj in objects if obj["kind"] == "Service"]
+        run_key = f"{str(flow_run.id or 'manual')[:8]}-{uuid.uuid4().hex[:5]}"
+        return asyncio.run(self._run(self.render(step, run_key), step.name, logger))
+
+    async def _run(self, objects: list[dict], name: str, logger) -> list[str]:
+        from prefect_kubernetes.credentials import KubernetesCredentials
+        from prefect_kubernetes.jobs import KubernetesJob, read_namespaced_job_status
+        from prefect_kubernetes.pods import list_namespaced_pod
+        from prefect_kubernetes.services import create_namespaced_service, delete_namespaced_service
+
         credentials = KubernetesCredentials()  # in-cluster config in a flow-run pod, else the local kubeconfig
-        core = credentials.get_client("core")
+        services = [obj for obj in objects if obj["kind"] == "Service"]
         for service in services:
-            core.create_namespaced_service(self.namespace, service)
-        lines = []
+            await create_namespaced_service.fn(credentials, service, namespace=self.namespace)
+        lines: list[str] = []
         try:
             for job in (obj for obj in objects if obj["kind"] == "Job"):  # in order: shards, then their merge
+                job_name = job["metadata"]["name"]
+                job_run = await KubernetesJob(v1_job=job, namespace=self.namespace, credentials=credentials).atrigger()
                 try:
-                    logs = run_namespaced_job(
-                        KubernetesJob(v1_job=job, namespace=self.namespace, credentials=credentials),
-                        print_func=lambda line: logger.info("%s | %s", step.name, line),
-                    )
+                    await job_run.await_for_completion(print_func=lambda line: logger.info("%s | %s", name, line))
                 except RuntimeError as error:
-                    name = job["metadata"]["name"]
-                    selector = f"batch.kubernetes.io/job-name={name}"
-                    pods = core.list_namespaced_pod(self.namespace, label_selector=selector).to_dict()["items"]
-                    status = credentials.get_client("batch").read_namespaced_job_status(name, self.namespace)
-                    reason = diagnose(status.to_dict().get("status") or {}, pods) or error
-                    raise StepError(f"{step.name} ({name}): {reason}") from error
+                    selector = f"batch.kubernetes.io/job-name={job_name}"
+                    pods = await list_namespaced_pod.fn(credentials, namespace=self.namespace, label_selector=selector)
+                    status = await read_namespaced_job_status.fn(credentials, job_name, namespace=self.namespace)
+                    reason = diagnose((status.to_dict().get("status") or {}), pods.to_dict()["items"]) or error
+                    raise StepError(f"{name} ({job_name}): {reason}") from error
+                logs = await job_run.afetch_result()
                 lines += [line for text in logs.values() for line in str(text).splitlines()]
         finally:
             for service in services:
-                core.delete_namespaced_service(service["metadata"]["name"], self.namespace)
+                await delete_namespaced_service.fn(credentials, service["metadata"]["name"], namespace=self.namespace)
         return lines[-200:]
 
 

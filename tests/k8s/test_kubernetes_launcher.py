@@ -121,3 +121,96 @@ def test_extraction_is_sharded_over_an_indexed_job_then_merged(prod):
     merge_args = merge["spec"]["template"]["spec"]["containers"][0]["args"]
     assert merge_args[:6] == ["-m", "medklip.cli", "extract", "merge", "--out", "/workspace/d/triplets.parquet"]
     assert merge_args[6:] == [f"/workspace/d/triplet-shards/shard-{i}.parquet" for i in range(4)]
+
+
+# --- the launch sequence, with prefect-kubernetes' API calls recorded instead of sent (no cluster here) ----------
+class FakeModel(dict):
+    def to_dict(self) -> dict:
+        return dict(self)
+
+
+@pytest.fixture
+def api(monkeypatch):
+    """Records what the launcher asks of the Kubernetes API; `api["fail"]` names a Job that fails (OOMKilled)."""
+    import prefect_kubernetes.jobs as jobs
+    import prefect_kubernetes.pods as pods
+    import prefect_kubernetes.services as services
+
+    calls: list[tuple[str, str]] = []
+    state = {"calls": calls, "fail": None}
+
+    class Run:
+        def __init__(self, name: str):
+            self.name = name
+
+        async def await_for_completion(self, print_func=None):
+            calls.append(("wait", self.name))
+            print_func(f"{self.name} says hello")
+            if self.name == state["fail"]:
+                raise RuntimeError(f"Job {self.name!r} failed due to ['BackoffLimitExceeded']")
+
+        async def afetch_result(self):
+            return {f"{self.name}-0-abcde": f"log of {self.name}"}
+
+    async def trigger(block):
+        calls.append(("create job", block.v1_job["metadata"]["name"]))
+        return Run(block.v1_job["metadata"]["name"])
+
+    async def create_service(credentials, new_service, namespace="default"):
+        calls.append(("create service", new_service["metadata"]["name"]))
+
+    async def delete_service(credentials, service_name, namespace="default"):
+        calls.append(("delete service", service_name))
+
+    async def list_pods(credentials, namespace="default", label_selector=""):
+        oom = {"container_statuses": [{"state": {}, "last_state": {"terminated": {"reason": "OOMKilled"}}}]}
+        return FakeModel(items=[{"metadata": {"name": "pod-0"}, "status": oom}])
+
+    async def job_status(credentials, job_name, namespace="default"):
+        return FakeModel(status={"conditions": [{"type": "Failed", "reason": "BackoffLimitExceeded"}]})
+
+    monkeypatch.setattr(jobs.KubernetesJob, "atrigger", trigger)
+    monkeypatch.setattr(services.create_namespaced_service, "fn", create_service)
+    monkeypatch.setattr(services.delete_namespaced_service, "fn", delete_service)
+    monkeypatch.setattr(pods.list_namespaced_pod, "fn", list_pods)
+    monkeypatch.setattr(jobs.read_namespaced_job_status, "fn", job_status)
+    return state
+
+
+def test_multinode_launch_creates_the_service_first_and_always_removes_it(prod, api):
+    import logging
+
+    lines = prod.run(train_step(2, 8), logging.getLogger("test"))
+    kinds = [kind for kind, _ in api["calls"]]
+    assert kinds == ["create service", "create job", "wait", "delete service"]
+    assert api["calls"][0][1] == api["calls"][1][1] == api["calls"][3][1]  # the Service is named like the Job
+    assert lines == [f"log of {api['calls'][1][1]}"]
+
+
+def test_a_failed_job_is_explained_and_the_service_still_removed(prod, api, monkeypatch):
+    import logging
+
+    launcher = KubernetesLauncher(list(prod.templates.values()))
+    render = launcher.render
+
+    def render_and_fail(step, run_key):  # the Job's name carries a random suffix: mark it once rendered
+        objects = render(step, run_key)
+        api["fail"] = objects[-1]["metadata"]["name"]
+        return objects
+
+    monkeypatch.setattr(launcher, "render", render_and_fail)
+    with pytest.raises(StepError, match="OOMKilled"):
+        launcher.run(train_step(2, 8), logging.getLogger("test"))
+    assert [kind for kind, _ in api["calls"]] == ["create service", "create job", "wait", "delete service"]
+
+
+def test_sharded_extraction_runs_the_shards_then_the_merge(prod, api):
+    import logging
+
+    step = Step("extract", ["-m", "medklip.cli", "extract", "--data", "/workspace/d"])
+    prod.run(step, logging.getLogger("test"))
+    created = [name for kind, name in api["calls"] if kind == "create job"]
+    waited = [name for kind, name in api["calls"] if kind == "wait"]
+    assert created == waited and len(created) == 2
+    assert created[0].startswith("medklip-extract-") and created[1].startswith("medklip-extract-merge-")
+    assert [kind for kind, _ in api["calls"]] == ["create job", "wait", "create job", "wait"]  # one after the other
