@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -46,7 +47,10 @@ def setup() -> DistributedInfo:
         device = torch.device("cpu")
         backend = "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        # A collective that waits longer than this fails, so torchrun restarts the group instead of hanging when a
+        # peer died mid-step (PyTorch's default is 30 minutes for gloo, 10 for nccl).
+        timeout = timedelta(seconds=float(os.environ.get("MEDKLIP_DIST_TIMEOUT_S", "600")))
+        dist.init_process_group(backend=backend, timeout=timeout)
     return DistributedInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 

@@ -41,3 +41,12 @@ def write_clean_folder(folder: Path, n: int, size: tuple[int, int] = (280, 256))
         )
     write_reports(folder, rows)
     return folder
+
+
+def radiograph_png(path: Path) -> Path:
+    """A synthetic chest radiograph saved as a 256 px PNG (tests make their own images; the shared samples beside
+    the repository are not there on every checkout)."""
+    from medklip.synthetic import make_case
+
+    Image.fromarray(make_case(seed=0, index=1, size=256).image).save(path)
+    return path

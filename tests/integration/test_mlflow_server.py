@@ -22,10 +22,10 @@ from medklip.checkpoint import load_model
 from medklip.extract import extract_file
 from medklip.predict import predict_files
 from medklip.prepare import PrepareConfig, prepare
+from tests.helpers import radiograph_png
 from tests.servers import BIN, mlflow_server, s3_endpoint
 
 pytestmark = pytest.mark.slow
-SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cxr-samples" / "00000001_000.png"
 SECRET = "sentinel-secret-5f1e9c"  # must never show up in any output, param, tag or artifact
 BUCKET = "medklip-artifacts"
 
@@ -81,8 +81,9 @@ def test_train_evaluate_register_and_load_the_champion_through_a_server_with_s3_
                 pyfunc = mlflow.pyfunc.load_model("models:/medklip@champion")
             finally:
                 mlflow.set_tracking_uri(previous)
-            probabilities = pyfunc.predict(pd.DataFrame({"image": [SAMPLE.read_bytes()]}))
-            expected = predict_files(load_model(weights), [str(SAMPLE)])[0].probabilities  # the local best model
+            sample = radiograph_png(tmp_path / "sample.png")
+            probabilities = pyfunc.predict(pd.DataFrame({"image": [sample.read_bytes()]}))
+            expected = predict_files(load_model(weights), [str(sample)])[0].probabilities  # the local best model
             assert probabilities.iloc[0].tolist() == pytest.approx(list(expected.values()), abs=1e-5)
 
             objects = {o["Key"]: o for o in s3.client.list_objects_v2(Bucket=BUCKET)["Contents"]}

@@ -52,6 +52,7 @@ def pod_processes(workspace: Path, save: str, *train_flags: str) -> list[tuple[l
                 env[item["name"]] = str(index)
         assert env["MASTER_ADDR"] == f"{job['metadata']['name']}-0.{service['metadata']['name']}"
         env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, MLFLOW_TRACKING_URI=os.environ["MLFLOW_TRACKING_URI"])
+        env["MEDKLIP_DIST_TIMEOUT_S"] = "60"  # a collective left waiting by a killed peer fails within a minute
         command = [str(Path(sys.executable).with_name(container["command"][0]))]
         command += [expand(arg, env).replace("/workspace", str(workspace)) for arg in container["args"]]
         processes.append((command, env))
@@ -63,6 +64,20 @@ def expand(text: str, env: dict) -> str:
     return re.sub(r"\$\((\w+)\)", lambda match: env[match.group(1)], text)
 
 
+def finish(agents: list[subprocess.Popen], timeout: float) -> list[str]:
+    """The agents' outputs once both exit; after `timeout` seconds in all, both are killed (a hang fails fast)."""
+    deadline = time.time() + timeout
+    outputs = []
+    for agent in agents:
+        try:
+            outputs.append(agent.communicate(timeout=max(1.0, deadline - time.time()))[0])
+        except subprocess.TimeoutExpired:
+            for other in agents:
+                other.kill()
+            outputs.append(agent.communicate()[0])
+    return outputs
+
+
 def history(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -72,7 +87,7 @@ def test_two_torchrun_agents_train_the_debug_preset_for_one_epoch(workspace):
     assert "--rdzv-backend=c10d" in pods[0][0] and "--node-rank=1" in pods[1][0] and "--nnodes=2" in pods[0][0]
     agents = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
               for command, env in pods]  # fmt: skip
-    outputs = [agent.communicate(timeout=300)[0] for agent in agents]
+    outputs = finish(agents, timeout=240)
     assert [agent.returncode for agent in agents] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     records = history(workspace / "ckpt-2nodes/history.jsonl")
     train_rows = int(json.loads((workspace / "data/manifest.json").read_text())["splits"]["train"])
@@ -96,7 +111,7 @@ def test_a_killed_worker_is_restarted_and_training_resumes_and_finishes(workspac
                 os.kill(int(pid), signal.SIGKILL)
             killed = bool(workers.split())
         time.sleep(0.05)
-    outputs = [agent.communicate(timeout=300)[0] for agent in agents]
+    outputs = finish(agents, timeout=240)
     assert killed, "training ended before a worker could be killed"
     assert [agent.returncode for agent in agents] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert "resumed from" in outputs[0] + outputs[1]  # torchrun restarted the workers; they resumed from last.json

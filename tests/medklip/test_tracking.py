@@ -26,9 +26,9 @@ from medklip.extract import extract_file, file_sha256
 from medklip.images import decode_image
 from medklip.predict import predict_files
 from medklip.prepare import PrepareConfig, prepare
+from tests.helpers import radiograph_png
 
 pytestmark = pytest.mark.slow
-SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cxr-samples" / "00000001_000.png"
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,9 @@ def tracked(tmp_path_factory) -> dict:
     flags = ["--weights", str(weights), "--data", str(root / "data"), "--out", str(out), "--resamples", "100"]
     assert main(["evaluate", *flags]) == 0
     run_id = (save / "mlflow_run_id").read_text().strip()
-    return {"root": root, "data": root / "data", "save": save, "weights": weights, "out": out, "run_id": run_id}
+    sample = radiograph_png(root / "sample.png")
+    return {"root": root, "data": root / "data", "save": save, "weights": weights, "out": out, "run_id": run_id,
+            "sample": sample}  # fmt: skip
 
 
 def client() -> MlflowClient:
@@ -116,11 +118,11 @@ def test_logged_model_is_code_plus_safetensors_and_predicts_bytes_base64_and_arr
     assert info.signature.outputs.input_names() == list(ENTITIES)
 
     pyfunc = mlflow.pyfunc.load_model(model_uri)
-    data = SAMPLE.read_bytes()
+    data = tracked["sample"].read_bytes()
     frame = pd.DataFrame({"image": [data, base64.b64encode(data).decode(), decode_image(data)]})
     predicted = pyfunc.predict(frame)
     assert list(predicted.columns) == list(ENTITIES) and len(predicted) == 3
-    expected = predict_files(load_model(tracked["weights"]), [str(SAMPLE)])[0].probabilities
+    expected = predict_files(load_model(tracked["weights"]), [str(tracked["sample"])])[0].probabilities
     for row in range(3):
         assert predicted.iloc[row].to_numpy() == pytest.approx([expected[e] for e in ENTITIES], abs=1e-5)
     with pytest.raises(Exception, match="image 0"):
@@ -190,9 +192,9 @@ def test_gate_first_version_is_champion_then_only_a_significantly_better_one_rep
     first_card = client().download_artifacts(tracked["run_id"], "registry/model_card_v1.md", str(tracked["root"]))
     assert "Per-entity AUC" in Path(first_card).read_text()  # from the run's evaluation/metrics.json
 
-    # The champion loads by alias and predicts on a real radiograph.
+    # The champion loads by alias and predicts on a radiograph.
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-    probabilities = pyfunc.predict(pd.DataFrame({"image": [SAMPLE.read_bytes()]}))
+    probabilities = pyfunc.predict(pd.DataFrame({"image": [tracked["sample"].read_bytes()]}))
     assert probabilities.shape == (1, 75) and ((probabilities >= 0) & (probabilities <= 1)).all().all()
 
 
