@@ -96,6 +96,7 @@ def test_two_torchrun_agents_train_the_debug_preset_for_one_epoch(workspace):
     assert (workspace / "ckpt-2nodes/model_best.safetensors").is_file()
 
 
+@pytest.mark.loopback_restart  # passes most runs, but gloo reconnects after a kill on loopback sometimes time out
 def test_a_killed_worker_is_restarted_and_training_resumes_and_finishes(workspace):
     save = workspace / "ckpt-killed"
     flags = ["--epochs", "4", "--set", "train.save_every_steps=2", "--no-mlflow"]  # restarts are the subject here
