@@ -83,6 +83,14 @@ class KubernetesLauncher:
             raise StepError(f"no {kind} template named {name} in the Kubernetes manifests")
         return copy.deepcopy(self.templates[(kind, name)])
 
+    def _job(self, template: str, kind: str, run_key: str) -> dict:
+        """A runnable copy of a Job template, named `medklip-<kind>-<run_key>` and labelled with the run."""
+        job = self._template("Job", template)
+        job["metadata"]["name"] = f"medklip-{kind}-{run_key}".lower()[:52]  # pod hostnames <job>-<index> stay within 63
+        job["metadata"].setdefault("labels", {})["medklip/run"] = run_key
+        job["spec"]["suspend"] = False
+        return job
+
     def render_extract(self, step: Step, run_key: str, shards: int) -> list[dict]:
         """Extraction as an Indexed Job of `shards` pods (pod I: shard I/N of the reports) and then a merge Job."""
         args = list(step.args)
@@ -91,12 +99,9 @@ class KubernetesLauncher:
         data = args.pop(args.index("--data") + 1)
         args.remove("--data")
         shard_file = f"{data}/triplet-shards/shard-$(JOB_COMPLETION_INDEX).parquet"
-        indexed = self._template("Job", "medklip-extract")
-        merge = self._template("Job", "medklip-extract-merge")
-        for job, kind in ((indexed, "extract"), (merge, "extract-merge")):
-            job["metadata"]["name"] = f"medklip-{kind}-{run_key}".lower()[:52]
-            job["metadata"].setdefault("labels", {})["medklip/run"] = run_key
-            job["spec"]["suspend"] = False
+        indexed = self._job("medklip-extract", "extract", run_key)
+        merge = self._job("medklip-extract-merge", "extract-merge", run_key)
+        for job in (indexed, merge):
             job["spec"]["template"]["spec"]["containers"][0]["command"] = ["python"]
         container = indexed["spec"]["template"]["spec"]["containers"][0]
         container["args"] = [*args, f"--reports={data}/reports.parquet", f"--out={shard_file}",
@@ -118,11 +123,8 @@ class KubernetesLauncher:
             raise StepError(f"{step.name}: only training runs on several nodes")
         multinode = step.nodes > 1
         template = "medklip-train-multinode" if multinode else f"medklip-{step.name}"
-        job = self._template("Job", template)
-        name = f"medklip-{step.name}-{run_key}".lower()[:52]  # pod hostnames <job>-<index> stay within 63
-        job["metadata"]["name"] = name
-        job["metadata"].setdefault("labels", {})["medklip/run"] = run_key
-        job["spec"]["suspend"] = False
+        job = self._job(template, step.name, run_key)
+        name = job["metadata"]["name"]
         pod = job["spec"]["template"]["spec"]
         container = pod["containers"][0]
         args = step.args  # after `python`: ["-m", "medklip.cli", ...] or, for training, ["-m", "medklip.train", ...]

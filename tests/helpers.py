@@ -50,3 +50,14 @@ def radiograph_png(path: Path) -> Path:
 
     Image.fromarray(make_case(seed=0, index=1, size=256).image).save(path)
     return path
+
+
+def prepared_synthetic(out: Path, n: int, seed: int, size: int = 64, val: float = 0.2, test: float = 0.1) -> Path:
+    """A small prepared synthetic data set with its triplets: what training, tracking and launch tests start from."""
+    from medklip.extract import extract_file
+    from medklip.prepare import PrepareConfig, prepare
+
+    config = PrepareConfig(workers=2, short_side=64, val_fraction=val, test_fraction=test)
+    prepare(f"synthetic://{n}?seed={seed}&size={size}", out, config)
+    extract_file(out / "reports.parquet", out / "triplets.parquet")
+    return out

@@ -19,10 +19,8 @@ import pytest
 from mlflow import MlflowClient
 
 from medklip.checkpoint import load_model
-from medklip.extract import extract_file
 from medklip.predict import predict_files
-from medklip.prepare import PrepareConfig, prepare
-from tests.helpers import radiograph_png
+from tests.helpers import prepared_synthetic, radiograph_png
 from tests.servers import BIN, mlflow_server, s3_endpoint
 
 pytestmark = pytest.mark.slow
@@ -33,10 +31,7 @@ BUCKET = "medklip-artifacts"
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mlflow-data")
-    config = PrepareConfig(workers=2, short_side=64, val_fraction=0.25, test_fraction=0.25)
-    prepare("synthetic://80?seed=11&size=64", root / "data", config)
-    extract_file(root / "data/reports.parquet", root / "data/triplets.parquet")
-    return root / "data"
+    return prepared_synthetic(root / "data", 80, seed=11, val=0.25, test=0.25)
 
 
 def client_env(tracking_uri: str, **extra) -> dict:

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from medklip.extract import extract_file
-from medklip.prepare import PrepareConfig, prepare
 from tasks.kubernetes_launcher import KubernetesLauncher
 from tasks.launchers import Step
+from tests.helpers import prepared_synthetic
 from tests.k8s.test_manifests import ROOT
 from tests.servers import free_port
 
@@ -29,8 +28,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("workspace")
-    prepare("synthetic://80?seed=5&size=64", root / "data", PrepareConfig(workers=2, short_side=64, val_fraction=0.2))
-    extract_file(root / "data/reports.parquet", root / "data/triplets.parquet")
+    prepared_synthetic(root / "data", 80, seed=5)
     return root
 
 

@@ -12,9 +12,8 @@ from PIL import Image
 
 from medklip.cli import main
 from medklip.evaluate import load_label_map
-from medklip.extract import extract_file
-from medklip.prepare import PrepareConfig, prepare
 from medklip.sources import DataError
+from tests.helpers import prepared_synthetic
 
 pytestmark = pytest.mark.slow
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cxr-samples"
@@ -23,9 +22,7 @@ SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cxr-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("evaluate")
-    config = PrepareConfig(workers=2, short_side=64, val_fraction=0.25, test_fraction=0.25)
-    prepare("synthetic://96?seed=5&size=96", root / "data", config)
-    extract_file(root / "data/reports.parquet", root / "data/triplets.parquet")
+    prepared_synthetic(root / "data", 96, seed=5, size=96, val=0.25, test=0.25)
     assert main(["train", "--data", str(root / "data"), "--config", "debug", "--save", str(root / "ckpt")]) == 0
     return root / "data", root / "ckpt/model_best.safetensors"
 

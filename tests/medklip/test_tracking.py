@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 from pathlib import Path
 
 import mlflow
@@ -22,11 +21,11 @@ from medklip.cli import main
 from medklip.config import flatten, load_config, to_dict
 from medklip.entities import ENTITIES
 from medklip.evaluate import read_predictions, write_predictions
-from medklip.extract import extract_file, file_sha256
+from medklip.extract import file_sha256
 from medklip.images import decode_image
 from medklip.predict import predict_files
-from medklip.prepare import PrepareConfig, prepare
-from tests.helpers import radiograph_png
+from tests.helpers import prepared_synthetic, radiograph_png
+from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -35,9 +34,7 @@ pytestmark = pytest.mark.slow
 def tracked(tmp_path_factory) -> dict:
     """A debug model trained and evaluated through the CLI, tracked in the session's local store."""
     root = tmp_path_factory.mktemp("tracked")
-    config = PrepareConfig(workers=2, short_side=64, val_fraction=0.25, test_fraction=0.25)
-    prepare("synthetic://96?seed=7&size=96", root / "data", config)
-    extract_file(root / "data/reports.parquet", root / "data/triplets.parquet")
+    prepared_synthetic(root / "data", 96, seed=7, size=96, val=0.25, test=0.25)
     save = root / "ckpt"
     assert main(["train", "--data", str(root / "data"), "--config", "debug", "--save", str(save), "--epochs", "2"]) == 0
     weights = save / "model_best.safetensors"
@@ -130,9 +127,7 @@ def test_logged_model_is_code_plus_safetensors_and_predicts_bytes_base64_and_arr
 
 
 def test_unreachable_server_is_an_error_before_training(tracked, tmp_path, monkeypatch, capsys):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:hunter2@127.0.0.1:{port}")
     save = tmp_path / "ckpt"
     assert (

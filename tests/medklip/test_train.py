@@ -16,8 +16,8 @@ import torch
 from medklip.checkpoint import CheckpointError, load_model, read_header
 from medklip.cli import main
 from medklip.data import PreparedData
-from medklip.extract import extract_file
 from medklip.prepare import PrepareConfig, prepare
+from tests.helpers import prepared_synthetic
 
 pytestmark = pytest.mark.slow
 
@@ -25,9 +25,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train")
-    prepare("synthetic://80?seed=3&size=64", root / "data", PrepareConfig(workers=2, short_side=64, val_fraction=0.2))
-    extract_file(root / "data/reports.parquet", root / "data/triplets.parquet")
-    return root / "data"
+    return prepared_synthetic(root / "data", 80, seed=3)
 
 
 def run(data: Path, save: Path, *flags: str) -> int:
