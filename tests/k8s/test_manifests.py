@@ -121,6 +121,7 @@ def test_multinode_training_is_an_indexed_job_behind_a_headless_service(overlay)
     assert {"--rdzv-backend=c10d", "--node-rank=$(JOB_COMPLETION_INDEX)", "--nnodes=$(NNODES)"} <= set(args)
     assert "--rdzv-endpoint=$(MASTER_ADDR):$(MASTER_PORT)" in args
     assert any(arg.startswith("--max-restarts=") for arg in args)
+    assert env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"]["value"] == "1"  # restarts otherwise can hang (see the template)
     assert pod["restartPolicy"] == "OnFailure" and spec["backoffLimit"] >= spec["completions"]
 
 

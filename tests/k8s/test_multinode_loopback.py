@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,8 @@ import pytest
 from tasks.kubernetes_launcher import KubernetesLauncher
 from tasks.launchers import Step
 from tests.helpers import prepared_synthetic
-from tests.k8s.test_manifests import ROOT
+from tests.k8s import kubelet
+from tests.k8s.test_manifests import ROOT, env_of
 from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -32,34 +31,20 @@ def workspace(tmp_path_factory) -> Path:
     return root
 
 
-def pod_processes(workspace: Path, save: str, *train_flags: str) -> list[tuple[list[str], dict]]:
-    """(command, env) of each pod of the rendered 2-node Job, as the kubelet would build them."""
+def pod_processes(workspace: Path, save: str, *train_flags: str) -> list[tuple[list[str], dict, Path]]:
+    """(command, env, cwd) of each pod of the rendered 2-node Job, as the kubelet would build them."""
     launcher = KubernetesLauncher.from_overlay(ROOT / "k8s" / "overlays" / "dev")
     args = ["-m", "medklip.train", "--data", "/workspace/data", "--config", "debug", "--save", save, *train_flags]
     service, job = launcher.render(Step("train", args, nodes=2, distributed=True), "loopback")
-    config = launcher.templates[("ConfigMap", "medklip-env")]["data"]
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    port = str(free_port())
-    processes = []
-    for index in range(job["spec"]["completions"]):
-        env = {**os.environ, **config}
-        for item in container["env"]:
-            if "value" in item:
-                env[item["name"]] = item["value"]
-            elif "fieldRef" in item.get("valueFrom", {}):  # the completion index annotation
-                env[item["name"]] = str(index)
-        assert env["MASTER_ADDR"] == f"{job['metadata']['name']}-0.{service['metadata']['name']}"
-        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, MLFLOW_TRACKING_URI=os.environ["MLFLOW_TRACKING_URI"])
-        env["MEDKLIP_DIST_TIMEOUT_S"] = "60"  # a collective left waiting by a killed peer fails within a minute
-        command = [str(Path(sys.executable).with_name(container["command"][0]))]
-        command += [expand(arg, env).replace("/workspace", str(workspace)) for arg in container["args"]]
-        processes.append((command, env))
-    return processes
-
-
-def expand(text: str, env: dict) -> str:
-    """`$(NAME)` references replaced from the container's environment, as the kubelet does."""
-    return re.sub(r"\$\((\w+)\)", lambda match: env[match.group(1)], text)
+    master = env_of(job["spec"]["template"]["spec"]["containers"][0])["MASTER_ADDR"]["value"]
+    assert master == f"{job['metadata']['name']}-0.{service['metadata']['name']}"
+    overrides = {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
+        "MEDKLIP_DIST_TIMEOUT_S": "60",  # a collective left waiting by a killed peer fails within a minute
+    }
+    return kubelet.pod_processes(job, launcher.templates, workspace, overrides)
 
 
 def finish(agents: list[subprocess.Popen], timeout: float) -> list[str]:
@@ -83,8 +68,8 @@ def history(path: Path) -> list[dict]:
 def test_two_torchrun_agents_train_the_debug_preset_for_one_epoch(workspace):
     pods = pod_processes(workspace, "/workspace/ckpt-2nodes", "--epochs", "1")
     assert "--rdzv-backend=c10d" in pods[0][0] and "--node-rank=1" in pods[1][0] and "--nnodes=2" in pods[0][0]
-    agents = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-              for command, env in pods]  # fmt: skip
+    agents = [subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for command, env, cwd in pods]  # fmt: skip
     outputs = finish(agents, timeout=240)
     assert [agent.returncode for agent in agents] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     records = history(workspace / "ckpt-2nodes/history.jsonl")
@@ -94,13 +79,12 @@ def test_two_torchrun_agents_train_the_debug_preset_for_one_epoch(workspace):
     assert (workspace / "ckpt-2nodes/model_best.safetensors").is_file()
 
 
-@pytest.mark.loopback_restart  # passes most runs, but gloo reconnects after a kill on loopback sometimes time out
 def test_a_killed_worker_is_restarted_and_training_resumes_and_finishes(workspace):
     save = workspace / "ckpt-killed"
     flags = ["--epochs", "4", "--set", "train.save_every_steps=2", "--no-mlflow"]  # restarts are the subject here
     pods = pod_processes(workspace, "/workspace/ckpt-killed", *flags)
-    agents = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-              for command, env in pods]  # fmt: skip
+    agents = [subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for command, env, cwd in pods]  # fmt: skip
     killed, deadline = False, time.time() + 240
     while not killed and time.time() < deadline and all(agent.poll() is None for agent in agents):
         pointer = save / "last.json"
