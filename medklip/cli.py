@@ -338,7 +338,12 @@ def main(argv: list[str] | None = None) -> int:
         except (DataError, ValueError) as error:
             print(f"medklip train: error: {error}", file=sys.stderr)
             return 2
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "inputs", None) is not None and not any(arg.startswith("-") for arg in extra):
+        args.inputs += extra  # `extract merge --out F SHARD...`: argparse stops filling `inputs` at the option
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -77,6 +77,13 @@ def test_shards_partition_and_merge_equals_a_single_run(tmp_path):
     joined = pd.read_parquet(tmp_path / "merged.parquet").sort_values(columns).reset_index(drop=True)
     pd.testing.assert_frame_equal(single, joined)
     assert merged.reports == 600
+    # The CLI, with the shards after --out (as the docs and the Kubernetes merge Job write it) or before.
+    assert main(["extract", "merge", "--out", str(tmp_path / "cli-1.parquet"), *map(str, parts)]) == 0
+    assert main(["extract", "merge", *map(str, parts), "--out", str(tmp_path / "cli-2.parquet")]) == 0
+    for name in ("cli-1", "cli-2"):
+        assert pd.read_parquet(tmp_path / f"{name}.parquet").shape == joined.shape
+    with pytest.raises(SystemExit):
+        main(["extract", "merge", "--out", str(tmp_path / "cli-3.parquet"), str(parts[0]), "--bogus"])
     with pytest.raises(DataError, match="missing shard"):
         merge(parts[:2], tmp_path / "incomplete.parquet")
     with pytest.raises(DataError, match="appears twice"):
