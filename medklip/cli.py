@@ -180,9 +180,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     for entity, values in scored[:15]:
         print(f"  {entity:<18} AUC {values['auc']:.3f} ({interval(values['auc_ci95'])})  n_pos {values['n_pos']:>5}")
-    if metrics.get("grounding"):
+    if (metrics.get("grounding") or {}).get("n"):
         grounding = metrics["grounding"]
-        print(f"  pointing game {grounding['overall']:.3f} over {grounding['n']} lesions")
+        print(
+            f"  pointing game {grounding['overall']:.3f} over {grounding['n']} lesions (at most"
+            f" {grounding['attainable']:.3f} on this patch grid: boxes holding a patch's peak)"
+        )
     print(f"wrote {args.out}/metrics.json and plots")
     return 0
 

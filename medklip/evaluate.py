@@ -17,9 +17,12 @@ the folder's `val` split and applied to `--split` (default `test`), never tuned 
     predictions.parquet   per test image: id, the 75 probabilities and labels (the registry's gate compares these)
 
 On synthetic data (a folder with `truth.csv`), `grounding` reports the pointing game: how often the attention peak
-of a rendered finding falls inside its lesion box. With `--labels`, an external label set (ChestX-ray14 style
-`Finding Labels` column, or CheXpert style one column per class) is scored zero-shot through a label map; its rows
-are split by a hash of the image path into 20% for choosing thresholds and 80% for scoring.
+of a rendered finding falls inside its lesion box, and `attainable`: the share of boxes that hold some patch's peak
+pixel at all, the ceiling of any attention map on the model's patch grid (see `medklip.grounding`).
+
+With `--labels`, an external label set (ChestX-ray14 style `Finding Labels` column, or CheXpert style one column per
+class) is scored zero-shot through a label map; its rows are split by a hash of the image path into 20% for choosing
+thresholds and 80% for scoring.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ def score_split(model, dataset: CXRDataset, batch_size: int = 64, truth: pd.Data
             heights, widths = picked["source_height"], picked["source_width"]
             sizes = {i: (int(h), int(w)) for i, h, w in zip(picked["id"], heights, widths, strict=True)}
             maps = attention_heatmaps(outputs["attention"], dataset.image_size)
-            grounding.append(pointing_game_from_truth(maps, picked["id"].to_numpy(), truth, sizes))
+            tokens = outputs["attention"].shape[-1]
+            grounding.append(pointing_game_from_truth(maps, picked["id"].to_numpy(), truth, sizes, tokens=tokens))
     return np.concatenate(probabilities), np.concatenate(rows), grounding
 
 

@@ -5,10 +5,15 @@ entity query looked among the T = h * w patch tokens. `attention_heatmaps` turns
 the model's input grid; `pointing_game` scores a map as a hit when its peak falls inside the reference box; and
 `pointing_game_from_truth` runs the game over every rendered finding of a synthetic `truth.csv`.
 
+The patch grid bounds the score: an upsampled map peaks where one of its T patches peaks (a patch centre; at the
+border, the edge pixel the bilinear upsampling clamps to), so a box that holds none of those T pixels (a small
+nodule between centres on the 8 x 8 grid of a 128 px model) cannot be hit by any map. Given the grid (`tokens=T`),
+the results also say how many trials were `attainable` at all: the ceiling any attention could reach.
+
     out = model(images, return_attention=True)                      # images: (B, 1, S, S)
     heatmaps = attention_heatmaps(out["attention"], images.shape[-1])  # (B, 75, S, S) numpy
-    result = pointing_game_from_truth(heatmaps, ids, truth, source_size=256)
-    result["overall"], result["n"], result["per_entity"]["effusion"]
+    result = pointing_game_from_truth(heatmaps, ids, truth, source_size=256, tokens=out["attention"].shape[-1])
+    result["overall"], result["n"], result["attainable"], result["per_entity"]["effusion"]
 
 Coordinates. The evaluation view is the whole source image squashed to S x S without keeping the aspect ratio
 (`medklip.augment.full_view`), so a source box maps to the model grid by x * S / width and y * S / height
@@ -146,9 +151,25 @@ def pointing_game(heatmaps: np.ndarray | torch.Tensor, boxes: np.ndarray | Seque
     if len(maps) == 0:
         return np.zeros(0, dtype=bool)
     x, y = peak_locations(maps)
-    x_first, x_stop = _pixel_span(boxes[:, 0], boxes[:, 2])
-    y_first, y_stop = _pixel_span(boxes[:, 1], boxes[:, 3])
+    return _in_boxes(boxes, x, y)
+
+
+def _in_boxes(boxes: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Whether pixel (x, y) lies in box (x0, y0, x1, y1) by the pixel-centre rule of `_pixel_span`; broadcasts."""
+    x_first, x_stop = _pixel_span(boxes[..., 0], boxes[..., 2])
+    y_first, y_stop = _pixel_span(boxes[..., 1], boxes[..., 3])
     return (x_first <= x) & (x < x_stop) & (y_first <= y) & (y < y_stop)
+
+
+def patch_peaks(tokens: int, image_size: int, mode: str = "bilinear") -> np.ndarray:
+    """(T, 2) pixel (x, y) where a map that puts all its weight on one patch peaks, for each of the T patches.
+
+    Upsampled exactly as `attention_heatmaps` does, with the same tie rule as `peak_locations`, so a box that holds
+    none of these pixels is missed by every heatmap on this grid.
+    """
+    one_hot = torch.eye(tokens).reshape(1, 1, tokens, tokens)  # (B=1, layers=1, "entities"=T, T)
+    x, y = peak_locations(attention_heatmaps(one_hot, image_size, mode)[0])
+    return np.stack([x, y], axis=1)
 
 
 def _source_size(source_size: int | tuple[int, int] | Mapping[str, tuple[int, int]], image_id: str) -> tuple[int, int]:
@@ -167,6 +188,7 @@ def pointing_game_from_truth(
     truth: pd.DataFrame,
     source_size: int | tuple[int, int] | Mapping[str, tuple[int, int]],
     entities: Iterable[str] | None = None,
+    tokens: int | None = None,
 ) -> dict:
     """The pointing game over every rendered finding of a synthetic `truth.csv`, for one batch of images.
 
@@ -182,10 +204,13 @@ def pointing_game_from_truth(
         source_size: size of the source images the boxes are drawn on: one int (square images of that side), one
             (height, width), or a mapping id -> (height, width).
         entities: restrict to these entity names (default: every entity with a box).
+        tokens: T, the patch tokens the maps were upsampled from; adds how many trials any map on that grid could
+            hit (`attainable`: a box holding one patch's peak pixel, see `patch_peaks`).
 
     Returns:
         {"overall": hit rate or None when n is 0, "n": trials, "hits": hits,
-         "per_entity": {entity: {"hit_rate", "n", "hits"}}} with entities in `ENTITIES` order.
+         "per_entity": {entity: {"hit_rate", "n", "hits"}}} with entities in `ENTITIES` order; with `tokens`, also
+        "attainable" (rate) and "n_attainable" overall and per entity.
 
     Raises:
         ValueError: if heatmaps and ids disagree, an id repeats, or a truth entity is not in `ENTITIES`.
@@ -221,32 +246,40 @@ def pointing_game_from_truth(
         trial_rows.append(trial_of[key])
 
     trial_hits = np.zeros(len(trial_keys), dtype=bool)
+    trial_attainable = np.zeros(len(trial_keys), dtype=bool)
     if selected:
         box_hits = pointing_game(np.stack(selected), np.stack(scaled))
         np.logical_or.at(trial_hits, np.asarray(trial_rows), box_hits)
+        if tokens is not None:
+            peaks = patch_peaks(tokens, size)  # (T, 2)
+            inside = _in_boxes(np.stack(scaled)[:, None, :], peaks[:, 0], peaks[:, 1])  # (N boxes, T patches)
+            np.logical_or.at(trial_attainable, np.asarray(trial_rows), inside.any(axis=1))
 
     counts: dict[str, list[int]] = {}
-    for (_, entity), hit in zip(trial_keys, trial_hits, strict=True):
-        counts.setdefault(entity, [0, 0])
+    for (_, entity), hit, attainable in zip(trial_keys, trial_hits, trial_attainable, strict=True):
+        counts.setdefault(entity, [0, 0, 0])
         counts[entity][0] += int(hit)
         counts[entity][1] += 1
-    return _summary({entity: counts[entity] for entity in ENTITIES if entity in counts})
+        counts[entity][2] += int(attainable)
+    counts = {entity: counts[entity] for entity in ENTITIES if entity in counts}
+    return _summary(counts if tokens is not None else {entity: c[:2] for entity, c in counts.items()})
 
 
 def _summary(counts: Mapping[str, Sequence[int]]) -> dict:
-    """{entity: [hits, n]} -> the result dict of `pointing_game_from_truth`."""
-    per_entity = {
-        entity: {"hit_rate": hits / n if n else None, "n": int(n), "hits": int(hits)}
-        for entity, (hits, n) in counts.items()
-    }
-    total_hits = sum(int(hits) for hits, _ in counts.values())
-    total = sum(int(n) for _, n in counts.values())
-    return {
-        "overall": total_hits / total if total else None,
-        "n": total,
-        "hits": total_hits,
-        "per_entity": per_entity,
-    }
+    """{entity: [hits, n]} or {entity: [hits, n, attainable]} -> the result dict of `pointing_game_from_truth`."""
+    bounded = bool(counts) and all(len(c) == 3 for c in counts.values())
+    per_entity = {}
+    for entity, (hits, n, *attainable) in counts.items():
+        per_entity[entity] = {"hit_rate": hits / n if n else None, "n": int(n), "hits": int(hits)}
+        if bounded:
+            per_entity[entity].update(attainable=attainable[0] / n if n else None, n_attainable=int(attainable[0]))
+    total_hits = sum(int(c[0]) for c in counts.values())
+    total = sum(int(c[1]) for c in counts.values())
+    result = {"overall": total_hits / total if total else None, "n": total, "hits": total_hits}
+    if bounded:
+        total_attainable = sum(int(c[2]) for c in counts.values())
+        result.update(attainable=total_attainable / total if total else None, n_attainable=total_attainable)
+    return {**result, "per_entity": per_entity}
 
 
 def merge_pointing_results(results: Iterable[Mapping]) -> dict:
@@ -261,8 +294,10 @@ def merge_pointing_results(results: Iterable[Mapping]) -> dict:
     counts: dict[str, list[int]] = {}
     for result in results:
         for entity, stats in result["per_entity"].items():
-            counts.setdefault(entity, [0, 0])
+            counts.setdefault(entity, [0, 0] + ([0] if "n_attainable" in stats else []))
             counts[entity][0] += int(stats["hits"])
             counts[entity][1] += int(stats["n"])
+            if "n_attainable" in stats:
+                counts[entity][2] += int(stats["n_attainable"])
     order = {entity: index for index, entity in enumerate(ENTITIES)}
     return _summary(dict(sorted(counts.items(), key=lambda item: order.get(item[0], len(order)))))

@@ -520,6 +520,7 @@ def evaluation_metrics(metrics: dict) -> dict[str, float]:
             flat[f"{name}/{entity}"] = values.get(name)
     if metrics.get("grounding"):
         flat["pointing_game"] = metrics["grounding"].get("overall")
+        flat["pointing_game_attainable"] = metrics["grounding"].get("attainable")
     return {key: value for key, value in flat.items() if value is not None}
 
 

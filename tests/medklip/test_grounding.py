@@ -14,6 +14,7 @@ from medklip.entities import ENTITIES, entity_index
 from medklip.grounding import (
     attention_heatmaps,
     merge_pointing_results,
+    patch_peaks,
     pointing_game,
     pointing_game_from_truth,
     rescale_boxes,
@@ -230,6 +231,49 @@ def test_pointing_game_from_truth_without_trials_and_bad_ids(tmp_path):
         pointing_game_from_truth(np.zeros((2, 75, 8, 8)), ["a", "a"], truth, 16)
     with pytest.raises(ValueError):
         pointing_game_from_truth(np.zeros((1, 75, 8, 8)), ["a", "b"], truth, 16)
+
+
+def test_attainable_trials_are_boxes_that_hold_a_patch_centre(tmp_path):
+    # 64 px maps from a 4 x 4 patch grid: inner patches peak at the first of their two centre pixels (23, 39); the
+    # bilinear upsampling clamps at the border, so edge patches are flat out to the edge and peak there (0, 56)
+    assert sorted(set(patch_peaks(16, 64)[:, 0].tolist())) == [0, 23, 39, 56]
+    truth = write_truth(
+        tmp_path,
+        [
+            ("a", "nodule", "right_lung", 1, 10, 10, 16, 16),  # between peaks: no map on this grid can hit it
+            ("a", "effusion", "left_pleural", 1, 20, 36, 30, 44),  # holds the centre (23, 39) of patch 9
+        ],
+    )
+    attention = torch.zeros(1, 1, 75, 16)
+    attention[0, 0, entity_index("effusion"), 9] = 1  # row 2, column 1
+    attention[0, 0, entity_index("nodule"), 0] = 1  # the nearest patch to the nodule still misses it
+    result = pointing_game_from_truth(attention_heatmaps(attention, 64), ["a"], truth, 64, tokens=16)
+    assert result["per_entity"]["effusion"] == {
+        "hit_rate": 1.0,
+        "n": 1,
+        "hits": 1,
+        "attainable": 1.0,
+        "n_attainable": 1,
+    }
+    assert result["per_entity"]["nodule"]["hits"] == 0 and result["per_entity"]["nodule"]["attainable"] == 0.0
+    assert result["attainable"] == 0.5 and result["n_attainable"] == 1
+    merged = merge_pointing_results([result, result])
+    assert merged["attainable"] == 0.5 and merged["per_entity"]["effusion"]["n_attainable"] == 2
+
+
+def test_attainable_means_some_one_patch_map_hits_the_box():
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 56, size=(200, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(0.5, 20, size=(200, 2))], axis=1)  # (200, 4)
+    one_patch_maps = attention_heatmaps(torch.eye(16).reshape(1, 1, 16, 16), 64)[0]  # (16 patches, 64, 64)
+    hit_by_some = np.stack([pointing_game(np.repeat(m[None], 200, 0), boxes) for m in one_patch_maps]).any(axis=0)
+    truth = pd.DataFrame(
+        {"id": [f"i{k}" for k in range(200)], "entity": "mass", "position": "right_lung", "existence": 1,
+         "x0": boxes[:, 0], "y0": boxes[:, 1], "x1": boxes[:, 2], "y1": boxes[:, 3]}
+    )  # fmt: skip
+    maps = np.zeros((200, 75, 64, 64), dtype=np.float32)
+    result = pointing_game_from_truth(maps, list(truth["id"]), truth, 64, tokens=16)
+    assert result["n_attainable"] == hit_by_some.sum() and 0 < hit_by_some.sum() < 200
 
 
 def test_merge_pointing_results_sums_batches():
