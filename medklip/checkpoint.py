@@ -29,6 +29,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from medklip.config import Config, from_dict, to_dict
 
 FORMAT = "medklip/1"
+PRE_GROUNDING_DEFAULTS = ("attention_token_norm", "attention_sink")  # model options newer than some files
 
 
 class CheckpointError(RuntimeError):
@@ -61,7 +62,10 @@ def read_header(path: str | Path) -> tuple[Config, dict]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from error
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a MedKLIP checkpoint (format {metadata.get('format')!r})")
-    return from_dict(json.loads(metadata["config"])), json.loads(metadata.get("extra", "{}"))
+    values = json.loads(metadata["config"])
+    for added in PRE_GROUNDING_DEFAULTS:  # a file from before these options was trained without them
+        values.setdefault("model", {}).setdefault(added, False)
+    return from_dict(values), json.loads(metadata.get("extra", "{}"))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):

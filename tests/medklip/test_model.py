@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -21,9 +23,44 @@ def test_forward_shapes_and_no_nan():
     assert out["exist_logits"].shape == (3, 75)
     assert out["position_features"].shape == (3, 75, 24)
     assert out["attention"].shape == (3, 1, 75, 16)  # 64 px / stride 16 = 4 x 4 patch tokens
-    assert torch.allclose(out["attention"].sum(-1), torch.ones(3, 1, 75), atol=1e-5)
+    patches = out["attention"].sum(-1)  # the rest of each query's attention went to the learned sink
+    assert ((patches > 0) & (patches < 1)).all()
     assert all(torch.isfinite(value).all() for value in out.values())
     assert grounding_maps(out["attention"], 64).shape == (3, 75, 64, 64)
+
+
+def test_the_reference_decoder_attends_to_patches_only(tmp_path):
+    from medklip.checkpoint import load_model, save_weights
+
+    config = load_config("debug", {"model.attention_token_norm": False, "model.attention_sink": False})
+    torch.manual_seed(0)
+    model = MedKLIP(config.model, torch.randn(75, 24), torch.randn(51, 24)).eval()
+    assert not any("bias_k" in name or "project.3" in name for name, _ in model.named_parameters())
+    images = torch.randint(0, 256, (3, 1, 64, 64), dtype=torch.uint8)
+    out = model(images, return_attention=True)
+    assert torch.allclose(out["attention"].sum(-1), torch.ones(3, 1, 75), atol=1e-5)
+    # A file written before the two options existed (its header lacks them) loads as the reference decoder.
+    save_weights(model, tmp_path / "old.safetensors", config)
+    header = safe_open_metadata(tmp_path / "old.safetensors")
+    values = json.loads(header["config"])
+    del values["model"]["attention_token_norm"], values["model"]["attention_sink"]
+    rewrite_header(tmp_path / "old.safetensors", {**header, "config": json.dumps(values)})
+    loaded = load_model(tmp_path / "old.safetensors")
+    assert not loaded.config.attention_token_norm and not loaded.config.attention_sink
+    assert torch.equal(loaded(images)["exist_logits"], model(images)["exist_logits"])
+
+
+def safe_open_metadata(path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata()
+
+
+def rewrite_header(path, metadata: dict) -> None:
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(path)), str(path), metadata=metadata)
 
 
 def test_every_parameter_gets_a_gradient_and_buffers_are_frozen():
