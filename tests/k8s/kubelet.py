@@ -62,6 +62,19 @@ def _local(text: str, workspace: Path) -> str:
     return text.replace("/workspace", str(workspace))
 
 
+def patch_api(monkeypatch, trigger, create_service, delete_service, list_pods, job_status) -> None:
+    """Routes the prefect-kubernetes calls `KubernetesLauncher` makes to these coroutines."""
+    import prefect_kubernetes.jobs as jobs
+    import prefect_kubernetes.pods as pods
+    import prefect_kubernetes.services as services
+
+    monkeypatch.setattr(jobs.KubernetesJob, "atrigger", trigger)
+    monkeypatch.setattr(services.create_namespaced_service, "fn", create_service)
+    monkeypatch.setattr(services.delete_namespaced_service, "fn", delete_service)
+    monkeypatch.setattr(pods.list_namespaced_pod, "fn", list_pods)
+    monkeypatch.setattr(jobs.read_namespaced_job_status, "fn", job_status)
+
+
 class FakeCluster:
     """prefect-kubernetes' calls answered by running each Job's pods here, all indexes at once.
 
@@ -80,10 +93,6 @@ class FakeCluster:
         self.runs: list[_JobRun] = []
 
     def install(self, monkeypatch) -> None:
-        import prefect_kubernetes.jobs as jobs
-        import prefect_kubernetes.pods as pods
-        import prefect_kubernetes.services as services
-
         cluster = self
 
         async def trigger(block):
@@ -100,16 +109,12 @@ class FakeCluster:
 
         async def list_pods(credentials, namespace="default", label_selector=""):
             job = label_selector.split("=", 1)[1]
-            return _Model(items=[pod for run in cluster.runs if run.name == job for pod in run.pods()])
+            return ApiObject(items=[pod for run in cluster.runs if run.name == job for pod in run.pods()])
 
         async def job_status(credentials, job_name, namespace="default"):
-            return _Model(status={"conditions": [{"type": "Failed", "reason": "BackoffLimitExceeded"}]})
+            return ApiObject(status={"conditions": [{"type": "Failed", "reason": "BackoffLimitExceeded"}]})
 
-        monkeypatch.setattr(jobs.KubernetesJob, "atrigger", trigger)
-        monkeypatch.setattr(pods.list_namespaced_pod, "fn", list_pods)
-        monkeypatch.setattr(jobs.read_namespaced_job_status, "fn", job_status)
-        monkeypatch.setattr(services.create_namespaced_service, "fn", create_service)
-        monkeypatch.setattr(services.delete_namespaced_service, "fn", delete_service)
+        patch_api(monkeypatch, trigger, create_service, delete_service, list_pods, job_status)
 
     def start(self, job: dict) -> _JobRun:
         kubernetes_validate.validate(job, "1.32.0", strict=True)
@@ -160,8 +165,8 @@ class _JobRun:
         return pods
 
 
-class _Model(dict):
-    """A kubernetes client model: `to_dict()` gives the dict."""
+class ApiObject(dict):
+    """What the kubernetes client returns: `to_dict()` gives the dict."""
 
     def to_dict(self) -> dict:
         return dict(self)

@@ -8,6 +8,7 @@ import pytest
 
 from tasks.kubernetes_launcher import KubernetesLauncher, diagnose
 from tasks.launchers import Step, StepError
+from tests.k8s.kubelet import ApiObject, patch_api
 from tests.k8s.test_manifests import ROOT, env_of
 
 TRAIN_ARGS = ["-m", "medklip.train", "--data", "/workspace/data/x", "--config", "base", "--save", "/workspace/ckpt/r"]
@@ -124,18 +125,9 @@ def test_extraction_is_sharded_over_an_indexed_job_then_merged(prod):
 
 
 # --- the launch sequence, with prefect-kubernetes' API calls recorded instead of sent (no cluster here) ----------
-class FakeModel(dict):
-    def to_dict(self) -> dict:
-        return dict(self)
-
-
 @pytest.fixture
 def api(monkeypatch):
     """Records what the launcher asks of the Kubernetes API; `api["fail"]` names a Job that fails (OOMKilled)."""
-    import prefect_kubernetes.jobs as jobs
-    import prefect_kubernetes.pods as pods
-    import prefect_kubernetes.services as services
-
     calls: list[tuple[str, str]] = []
     state = {"calls": calls, "fail": None}
 
@@ -164,16 +156,12 @@ def api(monkeypatch):
 
     async def list_pods(credentials, namespace="default", label_selector=""):
         oom = {"container_statuses": [{"state": {}, "last_state": {"terminated": {"reason": "OOMKilled"}}}]}
-        return FakeModel(items=[{"metadata": {"name": "pod-0"}, "status": oom}])
+        return ApiObject(items=[{"metadata": {"name": "pod-0"}, "status": oom}])
 
     async def job_status(credentials, job_name, namespace="default"):
-        return FakeModel(status={"conditions": [{"type": "Failed", "reason": "BackoffLimitExceeded"}]})
+        return ApiObject(status={"conditions": [{"type": "Failed", "reason": "BackoffLimitExceeded"}]})
 
-    monkeypatch.setattr(jobs.KubernetesJob, "atrigger", trigger)
-    monkeypatch.setattr(services.create_namespaced_service, "fn", create_service)
-    monkeypatch.setattr(services.delete_namespaced_service, "fn", delete_service)
-    monkeypatch.setattr(pods.list_namespaced_pod, "fn", list_pods)
-    monkeypatch.setattr(jobs.read_namespaced_job_status, "fn", job_status)
+    patch_api(monkeypatch, trigger, create_service, delete_service, list_pods, job_status)
     return state
 
 
