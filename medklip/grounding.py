@@ -261,22 +261,20 @@ def pointing_game_from_truth(
         counts[entity][0] += int(hit)
         counts[entity][1] += 1
         counts[entity][2] += int(attainable)
-    counts = {entity: counts[entity] for entity in ENTITIES if entity in counts}
-    return _summary(counts if tokens is not None else {entity: c[:2] for entity, c in counts.items()})
+    return _summary({entity: counts[entity] for entity in ENTITIES if entity in counts}, bounded=tokens is not None)
 
 
-def _summary(counts: Mapping[str, Sequence[int]]) -> dict:
-    """{entity: [hits, n]} or {entity: [hits, n, attainable]} -> the result dict of `pointing_game_from_truth`."""
-    bounded = bool(counts) and all(len(c) == 3 for c in counts.values())
+def _summary(counts: Mapping[str, Sequence[int]], bounded: bool) -> dict:
+    """{entity: [hits, n, attainable]} -> the result dict of `pointing_game_from_truth` (`attainable` if bounded)."""
     per_entity = {}
-    for entity, (hits, n, *attainable) in counts.items():
+    for entity, (hits, n, attainable) in counts.items():
         per_entity[entity] = {"hit_rate": hits / n if n else None, "n": int(n), "hits": int(hits)}
         if bounded:
-            per_entity[entity].update(attainable=attainable[0] / n if n else None, n_attainable=int(attainable[0]))
+            per_entity[entity].update(attainable=attainable / n if n else None, n_attainable=int(attainable))
     total_hits = sum(int(c[0]) for c in counts.values())
     total = sum(int(c[1]) for c in counts.values())
     result = {"overall": total_hits / total if total else None, "n": total, "hits": total_hits}
-    if bounded:
+    if bounded and counts:
         total_attainable = sum(int(c[2]) for c in counts.values())
         result.update(attainable=total_attainable / total if total else None, n_attainable=total_attainable)
     return {**result, "per_entity": per_entity}
@@ -292,12 +290,13 @@ def merge_pointing_results(results: Iterable[Mapping]) -> dict:
         One dict of the same form over all the batches.
     """
     counts: dict[str, list[int]] = {}
+    bounded = True  # every result says how many trials were attainable
     for result in results:
         for entity, stats in result["per_entity"].items():
-            counts.setdefault(entity, [0, 0] + ([0] if "n_attainable" in stats else []))
+            counts.setdefault(entity, [0, 0, 0])
             counts[entity][0] += int(stats["hits"])
             counts[entity][1] += int(stats["n"])
-            if "n_attainable" in stats:
-                counts[entity][2] += int(stats["n_attainable"])
+            counts[entity][2] += int(stats.get("n_attainable", 0))
+            bounded = bounded and "n_attainable" in stats
     order = {entity: index for index, entity in enumerate(ENTITIES)}
-    return _summary(dict(sorted(counts.items(), key=lambda item: order.get(item[0], len(order)))))
+    return _summary(dict(sorted(counts.items(), key=lambda item: order.get(item[0], len(order)))), bounded)

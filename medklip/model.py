@@ -76,8 +76,7 @@ class DecoderLayer(nn.Module):
         self.norm_self = nn.LayerNorm(d_model)
         self.self_attention = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
         self.norm_cross = nn.LayerNorm(d_model)
-        self.sink = sink  # one learned key and value appended to the patches (torch's add_bias_kv)
-        self.cross_attention = nn.MultiheadAttention(
+        self.cross_attention = nn.MultiheadAttention(  # add_bias_kv: one learned key/value after the patches
             d_model, num_heads, dropout=dropout, batch_first=True, add_bias_kv=sink
         )
         self.norm_ffn = nn.LayerNorm(d_model)
@@ -93,7 +92,7 @@ class DecoderLayer(nn.Module):
         queries = queries + self.dropout(self.self_attention(x, x, x, need_weights=False)[0])  # (B, Q, D)
         x = self.norm_cross(queries)
         attended, weights = self.cross_attention(x, memory, memory, need_weights=need_weights)  # weights: (B, Q, T)
-        if weights is not None and self.sink:
+        if weights is not None and self.cross_attention.bias_k is not None:
             weights = weights[..., :-1]  # (B, Q, T + 1) -> (B, Q, T): the sink is no patch
         queries = queries + self.dropout(attended)
         queries = queries + self.dropout(self.ffn(self.norm_ffn(queries)))
