@@ -58,6 +58,14 @@ def pod_processes(
     return pods
 
 
+def start(pods: list[tuple[list[str], dict, Path]]) -> list[subprocess.Popen]:
+    """Starts the pods of `pod_processes`, output and errors together in one text pipe each."""
+    return [
+        subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for argv, env, cwd in pods
+    ]
+
+
 def _local(text: str, workspace: Path) -> str:
     return text.replace("/workspace", str(workspace))
 
@@ -89,8 +97,7 @@ class FakeCluster:
         self.overrides = overrides
         self.services: dict[str, dict] = {}
         self.calls: list[tuple[str, str]] = []
-        self.jobs: list[dict] = []
-        self.runs: list[_JobRun] = []
+        self.runs: list[_JobRun] = []  # each Job started, in order
 
     def install(self, monkeypatch) -> None:
         cluster = self
@@ -120,7 +127,6 @@ class FakeCluster:
         kubernetes_validate.validate(job, "1.32.0", strict=True)
         name = job["metadata"]["name"]
         self.calls.append(("create job", name))
-        self.jobs.append(job)
         overrides = dict(self.overrides)
         pod = job["spec"]["template"]["spec"]
         if "subdomain" in pod:  # node 0 is <job>-0.<subdomain>: only a Service selecting the Job's pods resolves it
@@ -128,19 +134,17 @@ class FakeCluster:
             assert service and service["spec"]["selector"] == {"batch.kubernetes.io/job-name": name}, "no Service"
             assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
             overrides["MASTER_ADDR"] = "127.0.0.1"
-        processes = [
-            subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for argv, env, cwd in pod_processes(job, self.templates, self.workspace, overrides)
-        ]
-        self.runs.append(_JobRun(name, processes, self.calls))
+        processes = start(pod_processes(job, self.templates, self.workspace, overrides))
+        self.runs.append(_JobRun(job, processes, self.calls))
         return self.runs[-1]
 
 
 class _JobRun:
     """What `KubernetesJob.atrigger` returns: wait for the pods, then their logs."""
 
-    def __init__(self, name: str, processes: list[subprocess.Popen], calls: list):
-        self.name, self.processes, self.calls, self.logs = name, processes, calls, {}
+    def __init__(self, job: dict, processes: list[subprocess.Popen], calls: list):
+        self.job, self.name = job, job["metadata"]["name"]
+        self.processes, self.calls, self.logs = processes, calls, {}
 
     async def await_for_completion(self, print_func=print):
         self.calls.append(("wait", self.name))

@@ -68,8 +68,7 @@ def history(path: Path) -> list[dict]:
 def test_two_torchrun_agents_train_the_debug_preset_for_one_epoch(workspace):
     pods = pod_processes(workspace, "/workspace/ckpt-2nodes", "--epochs", "1")
     assert "--rdzv-backend=c10d" in pods[0][0] and "--node-rank=1" in pods[1][0] and "--nnodes=2" in pods[0][0]
-    agents = [subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-              for command, env, cwd in pods]  # fmt: skip
+    agents = kubelet.start(pods)
     outputs = finish(agents, timeout=240)
     assert [agent.returncode for agent in agents] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     records = history(workspace / "ckpt-2nodes/history.jsonl")
@@ -83,8 +82,7 @@ def test_a_killed_worker_is_restarted_and_training_resumes_and_finishes(workspac
     save = workspace / "ckpt-killed"
     flags = ["--epochs", "4", "--set", "train.save_every_steps=2", "--no-mlflow"]  # restarts are the subject here
     pods = pod_processes(workspace, "/workspace/ckpt-killed", *flags)
-    agents = [subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-              for command, env, cwd in pods]  # fmt: skip
+    agents = kubelet.start(pods)
     killed, deadline = False, time.time() + 240
     while not killed and time.time() < deadline and all(agent.poll() is None for agent in agents):
         pointer = save / "last.json"

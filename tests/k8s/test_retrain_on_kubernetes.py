@@ -48,7 +48,7 @@ def test_the_flow_runs_every_step_as_jobs_and_trains_on_two_nodes(tmp_path, clus
     created = [name for kind, name in cluster.calls if kind == "create job"]
     assert [name.split("-")[1] for name in created] == ["prepare", "extract", "extract", "train", "evaluate"]
     assert created[2].startswith("medklip-extract-merge-")
-    train = cluster.jobs[3]
+    train = cluster.runs[3].job
     assert train["spec"]["completionMode"] == "Indexed" and train["spec"]["completions"] == 2
     name = train["metadata"]["name"]
     started = cluster.calls.index(("create job", name))
