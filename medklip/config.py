@@ -27,7 +27,8 @@ class ModelConfig:
 
     backbone: str = "resnet50"  # torchvision ResNet, cut after layer3 (stride 16); resnet18/34 for small presets
     backbone_weights: str | None = None  # a torchvision state_dict file to start from; None = random init (as MedKLIP)
-    image_size: int = 224  # input side in pixels; patch tokens = (image_size / 16) ** 2
+    image_size: int = 224  # input side in pixels; patch tokens = (image_size / patch_stride) ** 2
+    patch_stride: int = 16  # 16: tokens from ResNet layer3 (MedKLIP); 8: from layer2, a grid twice as fine
     d_model: int = 256  # width of the decoder
     num_heads: int = 4  # attention heads in the decoder
     num_decoder_layers: int = 4  # pre-norm transformer decoder layers

@@ -8,8 +8,9 @@
     out["position_features"]                                # (B, 75, H_text): for the position-contrastive loss
     model(images, return_attention=True)["attention"]       # (B, layers, 75, tokens): grounding maps
 
-Faithful to the paper (reference/medklip.md section 1): ResNet cut after layer3 (stride 16, 196 tokens at 224 px),
-a per-token MLP to d_model, no positional encoding; the 75 queries are a linear map of the frozen text embeddings of
+Faithful to the paper (reference/medklip.md section 1): ResNet cut after layer3 (stride 16, 196 tokens at 224 px;
+`model.patch_stride: 8` cuts after layer2 instead, a grid twice as fine for small inputs such as `demo`'s 128 px), a
+per-token MLP to d_model, no positional encoding; the 75 queries are a linear map of the frozen text embeddings of
 our entity descriptions; a pre-norm transformer decoder (self-attention over the queries, cross-attention to the
 patch tokens, FFN) with a final LayerNorm; an existence head and a position head (a map into the text space, scored
 against the 51 frozen position embeddings). The existence head has one logit per entity (BCE), equivalent to the
@@ -37,21 +38,40 @@ from medklip.entities import ENTITIES, POSITIONS
 GRAY_MEAN, GRAY_STD = 0.449, 0.226  # ImageNet's per-channel statistics averaged to one channel
 
 
-class ImageEncoder(nn.Module):
-    """ResNet through layer3 on one grayscale channel, then a per-token MLP and LayerNorm: (B, 1, S, S) -> (B, T, D)."""
+PATCH_STRIDES = {16: "layer3", 8: "layer2"}  # pixels per patch token side -> the ResNet stage the tokens come from
 
-    def __init__(self, backbone: str, d_model: int, weights: str | None = None, token_norm: bool = True):
+
+class ImageEncoder(nn.Module):
+    """ResNet through layer3 (or layer2) on one grayscale channel, then a per-token MLP and LayerNorm.
+
+    (B, 1, S, S) -> (B, T, D) with T = (S / patch_stride) ** 2: through layer3 at stride 16 (MedKLIP), or through
+    layer2 at stride 8, a grid twice as fine and a cheaper network for small inputs (the `demo` preset's 16 x 16 at
+    128 px).
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        d_model: int,
+        weights: str | None = None,
+        token_norm: bool = True,
+        patch_stride: int = 16,
+    ):
         super().__init__()
+        if patch_stride not in PATCH_STRIDES:
+            raise ValueError(f"model.patch_stride must be one of {sorted(PATCH_STRIDES)}, got {patch_stride!r}")
         resnet = getattr(torchvision.models, backbone)(weights=None)
         if weights:
             resnet.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         # A grayscale radiograph repeated to RGB is the same as one input channel with conv1's weights summed.
         conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
         conv1.weight.data.copy_(resnet.conv1.weight.data.sum(dim=1, keepdim=True))
-        self.stages = nn.ModuleList(
-            [nn.Sequential(conv1, resnet.bn1, resnet.relu, resnet.maxpool), resnet.layer1, resnet.layer2, resnet.layer3]
-        )
-        width = resnet.layer3[-1].conv1.in_channels  # 1024 for resnet50, 256 for resnet18/34
+        stages = [nn.Sequential(conv1, resnet.bn1, resnet.relu, resnet.maxpool), resnet.layer1, resnet.layer2]
+        if patch_stride == 16:
+            stages.append(resnet.layer3)
+        self.stages = nn.ModuleList(stages)
+        following = resnet.layer3 if patch_stride == 8 else resnet.layer4
+        width = following[0].conv1.in_channels  # the last stage's output: 256 (stride 16) or 128 for resnet18/34
         self.project = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, d_model))
         if token_norm:
             self.project.append(nn.LayerNorm(d_model))
@@ -114,7 +134,11 @@ class MedKLIP(nn.Module):
         self.register_buffer("entity_embeddings", entity_embeddings.float().clone())  # (75, H)
         self.register_buffer("position_embeddings", position_embeddings.float().clone())  # (51, H)
         self.image_encoder = ImageEncoder(
-            config.backbone, config.d_model, config.backbone_weights, token_norm=config.attention_token_norm
+            config.backbone,
+            config.d_model,
+            config.backbone_weights,
+            token_norm=config.attention_token_norm,
+            patch_stride=config.patch_stride,
         )
         self.query_projection = nn.Linear(text_dim, config.d_model)  # knowledge -> decoder queries
         self.layers = nn.ModuleList(

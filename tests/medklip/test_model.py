@@ -43,11 +43,24 @@ def test_the_reference_decoder_attends_to_patches_only(tmp_path):
     save_weights(model, tmp_path / "old.safetensors", config)
     header = safe_open_metadata(tmp_path / "old.safetensors")
     values = json.loads(header["config"])
-    del values["model"]["attention_token_norm"], values["model"]["attention_sink"]
+    del values["model"]["attention_token_norm"], values["model"]["attention_sink"], values["model"]["patch_stride"]
     rewrite_header(tmp_path / "old.safetensors", {**header, "config": json.dumps(values)})
     loaded = load_model(tmp_path / "old.safetensors")
     assert not loaded.config.attention_token_norm and not loaded.config.attention_sink
+    assert loaded.config.patch_stride == 16
     assert torch.equal(loaded(images)["exist_logits"], model(images)["exist_logits"])
+
+
+def test_patch_stride_8_takes_tokens_from_layer2_on_a_grid_twice_as_fine():
+    config = load_config("debug", {"model.patch_stride": 8})
+    torch.manual_seed(0)
+    model = MedKLIP(config.model, torch.randn(75, 24), torch.randn(51, 24)).eval()
+    assert not any(name.startswith("image_encoder.stages.3") for name in model.state_dict())  # no layer3
+    out = model(torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8), return_attention=True)
+    assert out["attention"].shape == (2, 1, 75, 64)  # 64 px / stride 8 = 8 x 8 patch tokens
+    assert grounding_maps(out["attention"], 64).shape == (2, 75, 64, 64)
+    with pytest.raises(ValueError, match="patch_stride must be one of \\[8, 16\\], got 4"):
+        MedKLIP(load_config("debug", {"model.patch_stride": 4}).model, torch.randn(75, 24), torch.randn(51, 24))
 
 
 def safe_open_metadata(path) -> dict:
