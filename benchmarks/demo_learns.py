@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -57,6 +58,7 @@ def train_and_score(work: Path, name: str, epochs: int | None, *settings: str) -
     command += ["--save", str(work / name), "--no-mlflow"] + (["--epochs", str(epochs)] if epochs else [])
     for setting in settings:
         command += ["--set", setting]
+    shutil.rmtree(work / name, ignore_errors=True)  # train from scratch: an old run there would be resumed
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     minutes = (time.perf_counter() - started) / 60

@@ -25,7 +25,7 @@ PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
 class ModelConfig:
     """The MedKLIP network (reference: medklip.md section 1)."""
 
-    backbone: str = "resnet50"  # torchvision ResNet, cut after layer3 (stride 16); resnet18/34 for small presets
+    backbone: str = "resnet50"  # torchvision ResNet, cut after layer3 or layer2 (patch_stride); resnet18/34 for small
     backbone_weights: str | None = None  # a torchvision state_dict file to start from; None = random init (as MedKLIP)
     image_size: int = 224  # input side in pixels; patch tokens = (image_size / patch_stride) ** 2
     patch_stride: int = 16  # 16: tokens from ResNet layer3 (MedKLIP); 8: from layer2, a grid twice as fine

@@ -13,6 +13,7 @@ the folder's `val` split and applied to `--split` (default `test`), never tuned 
     auc_per_entity.png    AUCs with 95% bootstrap whiskers, sorted, n_pos shown
     roc_curve.png         ROC curves of the findings with the most positives
     loss_curve.png        from the training history beside the weights (history.jsonl), when there is one
+    pointing_game.png     grounding per finding against the patch grid's ceiling (synthetic data)
     heatmaps/             cross-attention of the top findings over sample test images
     predictions.parquet   per test image: id, the 75 probabilities and labels (the registry's gate compares these)
 
@@ -167,12 +168,14 @@ def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def _write_outputs(metrics: dict, scores: np.ndarray, labels: np.ndarray, out: Path, history: Path) -> None:
-    from medklip.plots import plot_auc_per_entity, plot_loss_curve, plot_roc_curves
+    from medklip.plots import plot_auc_per_entity, plot_loss_curve, plot_pointing_game, plot_roc_curves
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_auc_per_entity(metrics["per_entity"], out / "auc_per_entity.png")
     plot_roc_curves(scores, labels, out / "roc_curve.png")
+    if metrics.get("grounding"):
+        plot_pointing_game(metrics["grounding"], out / "pointing_game.png")
     if history.is_file():
         records = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
         if records:

@@ -1,4 +1,4 @@
-"""Evaluation and training figures as PNG files: per-finding AUC, ROC curves, loss curves and attention overlays.
+"""Evaluation and training figures as PNG files: per-finding AUC, ROC curves, loss curves, grounding, attention maps.
 
 Every function draws one figure, writes it to `path` (creating the folder) and returns the path. Figures are built
 with matplotlib's object-oriented API on the Agg canvas (`matplotlib.figure.Figure`, never `pyplot`), so nothing
@@ -8,6 +8,7 @@ needs a display, no global backend is switched for the importing program, and no
     plots.plot_auc_per_entity(report["per_entity"], "results/auc_per_entity.png")
     plots.plot_roc_curves(probabilities, labels, "results/roc.png", top=6)
     plots.plot_loss_curve([json.loads(line) for line in open("checkpoints/history.jsonl")], "results/loss.png")
+    plots.plot_pointing_game(metrics["grounding"], "results/pointing_game.png")
     plots.overlay_heatmap(image, heatmap, "effusion", "results/effusion.png", probability=0.91, box=(40, 120, 90, 170))
 """
 
@@ -149,6 +150,69 @@ def plot_auc_per_entity(per_entity: Mapping[str, Mapping], path: str | Path) -> 
             fontsize=8,
             color="0.25",
         )
+    return _save(figure, path)
+
+
+def plot_pointing_game(grounding: Mapping, path: str | Path) -> Path:
+    """Horizontal bars of the pointing game's hit rate per finding, best at the top, with the grid's ceiling.
+
+    Each bar is the share of a finding's lesions whose attention peak fell inside the lesion box; a black tick marks
+    the share any map on the model's patch grid could hit at all (`attainable`, when the result has it), and a
+    right-hand column gives the counts. So a finding the model misses (bar far below its tick) reads apart from one
+    the grid cannot resolve (tick near zero: thin devices, small nodules on a coarse grid).
+
+    Args:
+        grounding: a `medklip.grounding.pointing_game_from_truth` / `merge_pointing_results` result: {"overall",
+            "n", "hits", ["attainable"], "per_entity": {entity: {"hit_rate", "n", "hits", ["attainable",
+            "n_attainable"]}}}.
+        path: PNG to write.
+
+    Returns:
+        The path written.
+    """
+    rows = sorted(
+        ((entity, stats) for entity, stats in grounding.get("per_entity", {}).items() if stats.get("n")),
+        key=lambda item: (item[1]["hit_rate"], item[1]["n"]),
+    )  # ascending: barh draws the first at the bottom
+    count = len(rows)
+    figure = Figure(figsize=(9.0, max(3.2, 1.4 + 0.3 * count)))
+    axes = figure.add_subplot()
+    if count:
+        positions = np.arange(count)
+        rates = np.array([stats["hit_rate"] for _, stats in rows], dtype=float)
+        axes.barh(positions, rates, height=0.7, color="tab:blue", edgecolor="none", label="hit rate")
+        ceilings = np.array([stats.get("attainable", np.nan) for _, stats in rows], dtype=float)
+        bounded = ~np.isnan(ceilings)
+        if bounded.any():
+            axes.plot(
+                ceilings[bounded], positions[bounded], "|", color="black", markersize=14, markeredgewidth=2.5,
+                label="attainable on the patch grid",
+            )  # fmt: skip
+        axes.set_yticks(positions, [_label(entity) for entity, _ in rows])
+        axes.set_ylim(-0.6, count - 0.4)
+        column = axes.get_yaxis_transform()
+        for position, (_, stats) in zip(positions, rows, strict=True):
+            reach = f"  {stats['n_attainable']:>10}" if "n_attainable" in stats else ""
+            text = f"{stats['hit_rate']:.2f}  {stats['hits']:>4} / {stats['n']:<4}{reach}"
+            axes.text(1.02, position, text, transform=column, va="center", fontsize=8.5, family="monospace")
+        header = "rate  hits / n    " + ("attainable" if bounded.any() else "")
+        axes.text(
+            1.02, 1.0, header, transform=axes.transAxes, va="bottom", fontsize=8.5, family="monospace",
+            fontweight="bold",
+        )  # fmt: skip
+        axes.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, fontsize=8, frameon=False)
+        title = f"Pointing game per finding: {grounding['overall']:.3f} over {grounding['n']} lesions"
+        if grounding.get("attainable") is not None:
+            title += f" (at most {grounding['attainable']:.3f} on the patch grid)"
+    else:
+        axes.set_yticks([])
+        _message(axes, "No rendered lesion to point at\n(no truth box among the scored images)")
+        title = "Pointing game per finding: no lesions"
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("share of lesions whose attention peak lies inside the lesion box")
+    axes.set_ylabel("finding")
+    axes.grid(axis="x", alpha=0.3)
+    axes.set_title(title, fontsize=11, pad=22 if count else 6)
     return _save(figure, path)
 
 

@@ -159,6 +159,40 @@ def saturated(pixels: np.ndarray) -> int:
     return int((pixels.max(axis=-1).astype(int) - pixels.min(axis=-1) > 40).sum())
 
 
+# pointing game
+
+
+def grounding_result(bounded: bool) -> dict:
+    from medklip.grounding import merge_pointing_results
+
+    rows = {"effusion": [12, 80, 44], "nodule": [1, 29, 15], "cardiomegaly": [20, 52, 30], "tube": [0, 28, 14]}
+    per_entity = {}
+    for entity, (hits, n, attainable) in rows.items():
+        per_entity[entity] = {"hit_rate": hits / n, "n": n, "hits": hits}
+        if bounded:
+            per_entity[entity].update(attainable=attainable / n, n_attainable=attainable)
+    return merge_pointing_results([{"per_entity": per_entity}])
+
+
+def test_pointing_game_plot_marks_the_grid_ceiling(tmp_path):
+    result = grounding_result(bounded=True)
+    assert result["attainable"] == pytest.approx(103 / 189)
+    ticked = open_png(plots.plot_pointing_game(result, tmp_path / "ticked.png"))
+    plain = open_png(plots.plot_pointing_game(grounding_result(bounded=False), tmp_path / "plain.png"))
+
+    def black_mid_plot(pixels: np.ndarray) -> int:  # black ink inside the bars' area, where the ticks (0.5-0.6) are
+        height, width = pixels.shape[:2]
+        middle = pixels[int(0.15 * height) : int(0.85 * height), int(0.3 * width) : int(0.6 * width)]
+        return int((middle.max(axis=-1) < 60).sum())
+
+    assert black_mid_plot(plain) < 50 < 200 < black_mid_plot(ticked)
+
+
+def test_pointing_game_plot_without_lesions(tmp_path):
+    empty = {"overall": None, "n": 0, "hits": 0, "per_entity": {}}
+    open_png(plots.plot_pointing_game(empty, tmp_path / "empty.png"), min_side=200)
+
+
 def test_overlay_draws_colour_only_where_the_heatmap_is(tmp_path):
     image = radiograph()
     heatmap = np.zeros((32, 32), dtype=np.float32)  # a coarser map: stretched over the whole image
