@@ -38,7 +38,7 @@ from medklip.entities import ENTITIES, POSITIONS
 GRAY_MEAN, GRAY_STD = 0.449, 0.226  # ImageNet's per-channel statistics averaged to one channel
 
 
-PATCH_STRIDES = {16: "layer3", 8: "layer2"}  # pixels per patch token side -> the ResNet stage the tokens come from
+PATCH_STRIDES = (8, 16)  # pixels per patch token side: tokens from ResNet layer2 or layer3
 
 
 class ImageEncoder(nn.Module):
