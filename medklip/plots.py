@@ -56,6 +56,16 @@ def _message(axes, text: str) -> None:
     axes.text(0.5, 0.5, text, ha="center", va="center", transform=axes.transAxes, fontsize=12, color="0.3")
 
 
+def _number_column(axes, positions: np.ndarray, rows: Sequence[str], header: str) -> None:
+    """A monospace column right of the axes: one text per bar (x in axes fraction, y at the bar), a bold header."""
+    column = axes.get_yaxis_transform()
+    for position, text in zip(positions, rows, strict=True):
+        axes.text(1.02, position, text, transform=column, va="center", fontsize=8.5, family="monospace")
+    axes.text(
+        1.02, 1.0, header, transform=axes.transAxes, va="bottom", fontsize=8.5, family="monospace", fontweight="bold"
+    )
+
+
 def plot_auc_per_entity(per_entity: Mapping[str, Mapping], path: str | Path) -> Path:
     """Horizontal bars of ROC AUC per finding, best at the top, with 95% CI whiskers and case counts.
 
@@ -97,23 +107,12 @@ def plot_auc_per_entity(per_entity: Mapping[str, Mapping], path: str | Path) -> 
             )
         axes.set_yticks(positions, [_label(entity) for entity, _ in scored])
         axes.set_ylim(-0.6, count - 0.4)
-        # A right-hand column with the exact numbers: x in axes fraction, y in bar positions.
-        column = axes.get_yaxis_transform()
-        for position, (_, stats), lo, hi, ok in zip(positions, scored, low, high, has_ci, strict=True):
+        numbers = []  # the exact values beside the bars
+        for (_, stats), lo, hi, ok in zip(scored, low, high, has_ci, strict=True):
             interval = f"[{lo:.2f}-{hi:.2f}]" if ok else " " * 11
             cases = f"{stats.get('n_pos', '?'):>5} / {stats.get('n_neg', '?'):<5}"
-            text = f"{stats['auc']:.2f} {interval}  {cases}"
-            axes.text(1.02, position, text, transform=column, va="center", fontsize=8.5, family="monospace")
-        axes.text(
-            1.02,
-            1.0,
-            "AUC  [95% CI]     pos / neg",
-            transform=axes.transAxes,
-            va="bottom",
-            fontsize=8.5,
-            family="monospace",
-            fontweight="bold",
-        )
+            numbers.append(f"{stats['auc']:.2f} {interval}  {cases}")
+        _number_column(axes, positions, numbers, "AUC  [95% CI]     pos / neg")
         legend = [Line2D([], [], **CHANCE_STYLE, label="chance (0.5)")]
         kinds = (
             ("tab:blue", "95% CI above chance"),
@@ -190,16 +189,12 @@ def plot_pointing_game(grounding: Mapping, path: str | Path) -> Path:
             )  # fmt: skip
         axes.set_yticks(positions, [_label(entity) for entity, _ in rows])
         axes.set_ylim(-0.6, count - 0.4)
-        column = axes.get_yaxis_transform()
-        for position, (_, stats) in zip(positions, rows, strict=True):
-            reach = f"  {stats['n_attainable']:>10}" if "n_attainable" in stats else ""
-            text = f"{stats['hit_rate']:.2f}  {stats['hits']:>4} / {stats['n']:<4}{reach}"
-            axes.text(1.02, position, text, transform=column, va="center", fontsize=8.5, family="monospace")
-        header = "rate  hits / n    " + ("attainable" if bounded.any() else "")
-        axes.text(
-            1.02, 1.0, header, transform=axes.transAxes, va="bottom", fontsize=8.5, family="monospace",
-            fontweight="bold",
-        )  # fmt: skip
+        numbers = [
+            f"{stats['hit_rate']:.2f}  {stats['hits']:>4} / {stats['n']:<4}"
+            + (f"  {stats['n_attainable']:>10}" if "n_attainable" in stats else "")
+            for _, stats in rows
+        ]
+        _number_column(axes, positions, numbers, "rate  hits / n    " + ("attainable" if bounded.any() else ""))
         axes.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, fontsize=8, frameon=False)
         title = f"Pointing game per finding: {grounding['overall']:.3f} over {grounding['n']} lesions"
         if grounding.get("attainable") is not None:
