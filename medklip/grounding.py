@@ -5,8 +5,8 @@ entity query looked among the T = h * w patch tokens. `attention_heatmaps` turns
 the model's input grid; `pointing_game` scores a map as a hit when its peak falls inside the reference box; and
 `pointing_game_from_truth` runs the game over every rendered finding of a synthetic `truth.csv`.
 
-The patch grid bounds the score: an upsampled map peaks where one of its T patches peaks (a patch centre; at the
-border, the edge pixel the bilinear upsampling clamps to), so a box that holds none of those T pixels (a small
+The patch grid bounds the score: a heatmap is bilinear between the T patch centres (pixel stride * j, the centre of
+each patch's receptive field), so it peaks on one of those T pixels, and a box that holds none of them (a small
 nodule between centres on the 8 x 8 grid of a 128 px model) cannot be hit by any map. Given the grid (`tokens=T`),
 the results also say how many trials were `attainable` at all: the ceiling any attention could reach.
 
@@ -41,15 +41,36 @@ logger = logging.getLogger(__name__)
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 
 
+def _patch_stride(tokens: int, image_size: int) -> int:
+    """Pixels per patch of a square grid of `tokens` patches on an `image_size` input: the ResNet's stride, a power of
+    two (ceil(S / stride) patches per side, so S / side rounded to one)."""
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise ValueError(f"{tokens} tokens do not form a square patch grid")
+    return 2 ** max(0, round(math.log2(image_size / side)))
+
+
+def _interpolation(side: int, image_size: int, stride: int, mode: str) -> torch.Tensor:
+    """(S, side): the weight of patch j in pixel p along one axis, patch j sitting on pixel stride * j."""
+    place = (torch.arange(image_size, dtype=torch.float64) / stride).clamp(0, side - 1)  # (S,) in patch units
+    if mode == "nearest":
+        return F.one_hot(torch.floor(place + 0.5).long(), side).float()
+    return (1 - (place[:, None] - torch.arange(side)[None, :]).abs()).clamp(min=0).float()  # linear between patches
+
+
 def attention_heatmaps(attention: torch.Tensor | np.ndarray, image_size: int, mode: str = "bilinear") -> np.ndarray:
-    """Cross-attention -> one heatmap per entity on the model's input grid.
+    """Cross-attention -> one heatmap per entity on the model's input grid, registered to what each patch sees.
 
     Averages over decoder layers (and the heads were already averaged by the model), reshapes the T tokens to the
-    sqrt(T) x sqrt(T) patch grid (row-major, as the ResNet feature map was flattened), and upsamples to the image size.
+    sqrt(T) x sqrt(T) patch grid (row-major, as the ResNet feature map was flattened), and places patch (i, j) on
+    pixel (stride * i, stride * j), the centre of its receptive field: ResNet's stride-2 layers (7 x 7 and 3 x 3
+    kernels, padding 3 and 1) centre output j on input pixel 2 j, so the patch at stride 8 or 16 sees a window
+    centred on pixel 8 j or 16 j, not on the middle of the j-th 8 or 16 pixel cell (half a patch further right and
+    down; tested against the gradient of a token with respect to the image). Between patch centres the map is
+    bilinear; beyond the last one it keeps the last patch's value.
 
-    Bilinear (half-pixel centres, `align_corners=False`) is the default: a patch's weight peaks at the patch's centre
-    pixels, so the pointing game's argmax lands mid-patch rather than on the patch's top-left pixel, which is where
-    ties put it on the blocky maps of `mode="nearest"` (MedKLIP's and `medklip.model.grounding_maps`' choice).
+    Bilinear is the default: a patch's weight peaks exactly on its centre pixel, so the pointing game's argmax lands
+    where the patch looks. `mode="nearest"` gives each pixel the nearest patch's weight (blocky maps, as MedKLIP).
 
     Args:
         attention: (B, layers, 75, T) attention weights, torch or numpy, any float dtype and device.
@@ -68,14 +89,12 @@ def attention_heatmaps(attention: torch.Tensor | np.ndarray, image_size: int, mo
     if weights.ndim != 4:
         raise ValueError(f"attention must be (B, layers, entities, tokens), got shape {tuple(weights.shape)}")
     tokens = weights.shape[-1]
+    stride = _patch_stride(tokens, image_size)
     side = math.isqrt(tokens)
-    if side * side != tokens:
-        raise ValueError(f"{tokens} tokens do not form a square patch grid")
-    averaged = weights.detach().float().mean(dim=1)  # (B, 75, T)
+    averaged = weights.detach().float().cpu().mean(dim=1)  # (B, 75, T)
     grid = averaged.reshape(*averaged.shape[:2], side, side)  # (B, 75, h, w)
-    kwargs = {"align_corners": False} if mode == "bilinear" else {}
-    maps = F.interpolate(grid, size=(image_size, image_size), mode=mode, **kwargs)  # (B, 75, S, S)
-    return maps.cpu().numpy()
+    along = _interpolation(side, image_size, stride, mode)  # (S, side), the same for rows and columns
+    return torch.einsum("yh,bqhw,xw->bqyx", along, grid, along).numpy()
 
 
 def rescale_boxes(

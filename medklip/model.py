@@ -6,7 +6,7 @@
     out = model(images)                                     # images: (B, 1, S, S) uint8
     out["exist_logits"]                                     # (B, 75): P(present) = sigmoid
     out["position_features"]                                # (B, 75, H_text): for the position-contrastive loss
-    model(images, return_attention=True)["attention"]       # (B, layers, 75, tokens): grounding maps
+    model(images, return_attention=True)["attention"]       # (B, layers, 75, tokens): medklip.grounding
 
 Faithful to the paper (reference/medklip.md section 1): ResNet cut after layer3 (stride 16, 196 tokens at 224 px;
 `model.patch_stride: 8` cuts after layer2 instead, a grid twice as fine for small inputs such as `demo`'s 128 px), a
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torchvision
 from torch.utils.checkpoint import checkpoint
 
@@ -207,11 +206,3 @@ class MedKLIP(nn.Module):
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 75) P(present) for evaluation and serving."""
         return torch.sigmoid(self.forward(images)["exist_logits"].float())
-
-
-def grounding_maps(attention: torch.Tensor, image_size: int) -> torch.Tensor:
-    """(B, layers, 75, T) attention -> (B, 75, S, S): averaged over layers, reshaped to the patch grid, upsampled."""
-    averaged = attention.mean(dim=1)  # (B, 75, T)
-    side = int(round(averaged.shape[-1] ** 0.5))
-    grid = averaged.reshape(*averaged.shape[:2], side, side)  # (B, 75, h, w)
-    return F.interpolate(grid, size=(image_size, image_size), mode="nearest")

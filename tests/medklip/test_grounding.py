@@ -19,7 +19,7 @@ from medklip.grounding import (
     pointing_game_from_truth,
     rescale_boxes,
 )
-from medklip.model import MedKLIP, grounding_maps
+from medklip.model import MedKLIP
 
 
 def uniform_attention(batch: int = 1, layers: int = 2, tokens: int = 196) -> torch.Tensor:
@@ -44,24 +44,48 @@ def test_heatmaps_have_one_map_per_entity_at_image_size():
 
 @pytest.mark.parametrize("mode", ["bilinear", "nearest"])
 def test_one_hot_attention_on_patch_k_lights_up_that_patch(mode):
-    row, column = 3, 10  # patch k = 3 * 14 + 10 of a 14 x 14 grid; 16 px per patch at 224
+    row, column = 3, 10  # patch k = 3 * 14 + 10 of a 14 x 14 grid; 16 px per patch at 224, centred on (160, 48)
     attention = torch.zeros(1, 2, 75, 196)
     attention[0, :, entity_index("effusion"), row * 14 + column] = 1.0
     heatmaps = attention_heatmaps(attention, 224, mode=mode)
     effusion = heatmaps[0, entity_index("effusion")]
     peak_y, peak_x = np.unravel_index(effusion.argmax(), effusion.shape)
-    assert row * 16 <= peak_y < (row + 1) * 16 and column * 16 <= peak_x < (column + 1) * 16
-    inside = effusion[row * 16 : (row + 1) * 16, column * 16 : (column + 1) * 16].sum()
+    first = 8 if mode == "nearest" else 0  # nearest: a flat 16 px block around the centre, ties to its first pixel
+    assert (peak_x, peak_y) == (column * 16 - first, row * 16 - first)
+    inside = effusion[row * 16 - 8 : row * 16 + 8, column * 16 - 8 : column * 16 + 8].sum()
     assert inside > 0.5 * effusion.sum()  # most of the mass sits on that patch, not a neighbour
     assert heatmaps[0, entity_index("pneumonia")].max() == 0  # other entities untouched
 
 
-def test_bilinear_peak_is_mid_patch_not_its_corner():
+def test_a_patch_peaks_on_the_pixel_its_receptive_field_is_centred_on():
     attention = torch.zeros(1, 1, 75, 16)
     attention[0, 0, 0, 5] = 1.0  # row 1, column 1 of a 4 x 4 grid; 16 px patches at 64
     heatmap = attention_heatmaps(attention, 64)[0, 0]
+    assert np.unravel_index(heatmap.argmax(), heatmap.shape) == (16, 16) and heatmap[16, 16] == 1.0
+    assert heatmap[16, 24] == pytest.approx(0.5) and heatmap[16, 32] == 0  # linear to the next patch's centre
+    nearest = attention_heatmaps(attention, 64, mode="nearest")[0, 0]
+    assert nearest[16, 8:24].tolist() == [1.0] * 16 and nearest[16, 7] == nearest[16, 24] == 0
+
+
+@pytest.mark.parametrize(("stride", "size"), [(8, 128), (16, 256)])
+def test_heatmaps_are_registered_to_where_the_network_looks(stride, size):
+    # The gradient of one patch token with respect to the image is centred where the heatmap puts that patch.
+    torch.manual_seed(0)
+    config = load_config("debug", {"model.patch_stride": stride, "model.image_size": size})
+    encoder = MedKLIP(config.model, torch.randn(75, 24), torch.randn(51, 24)).image_encoder.eval()
+    images = torch.rand(4, 1, size, size, requires_grad=True)
+    side = size // stride
+    row, column = side // 2 - 1, side // 2
+    (gradient,) = torch.autograd.grad(encoder(images * 255)[:, row * side + column].pow(2).sum(), images)
+    weight = gradient.abs().sum(dim=(0, 1))  # (S, S)
+    pixels = torch.arange(float(size)) + 0.5  # pixel centres
+    centre_y = float((weight.sum(1) * pixels).sum() / weight.sum())
+    centre_x = float((weight.sum(0) * pixels).sum() / weight.sum())
+    attention = torch.zeros(1, 1, 75, side * side)
+    attention[0, 0, 0, row * side + column] = 1.0
+    heatmap = attention_heatmaps(attention, size)[0, 0]
     peak_y, peak_x = np.unravel_index(heatmap.argmax(), heatmap.shape)
-    assert (peak_x, peak_y) in {(23, 23), (23, 24), (24, 23), (24, 24)}  # the patch centre is at 24
+    assert abs(peak_x + 0.5 - centre_x) < 2 and abs(peak_y + 0.5 - centre_y) < 2  # was off by half a patch
 
 
 def test_layers_are_averaged():
@@ -71,12 +95,6 @@ def test_layers_are_averaged():
     heatmap = attention_heatmaps(attention, 14, mode="nearest")[0, 0]
     assert heatmap[0, 0] == pytest.approx((1.0 + 1 / 196) / 2)
     assert heatmap[5, 5] == pytest.approx((0 + 1 / 196) / 2)
-
-
-def test_nearest_mode_matches_the_models_grounding_maps():
-    attention = torch.rand(2, 3, 75, 16)
-    expected = grounding_maps(attention, 64).numpy()
-    assert np.allclose(attention_heatmaps(attention, 64, mode="nearest"), expected)
 
 
 def test_heatmaps_from_a_real_forward_pass():
@@ -234,14 +252,13 @@ def test_pointing_game_from_truth_without_trials_and_bad_ids(tmp_path):
 
 
 def test_attainable_trials_are_boxes_that_hold_a_patch_centre(tmp_path):
-    # 64 px maps from a 4 x 4 patch grid: inner patches peak at the first of their two centre pixels (23, 39); the
-    # bilinear upsampling clamps at the border, so edge patches are flat out to the edge and peak there (0, 56)
-    assert sorted(set(patch_peaks(16, 64)[:, 0].tolist())) == [0, 23, 39, 56]
+    # 64 px maps from a 4 x 4 patch grid: each patch peaks on its receptive field's centre, pixel 16 j
+    assert sorted(set(patch_peaks(16, 64)[:, 0].tolist())) == [0, 16, 32, 48]
     truth = write_truth(
         tmp_path,
         [
-            ("a", "nodule", "right_lung", 1, 10, 10, 16, 16),  # between peaks: no map on this grid can hit it
-            ("a", "effusion", "left_pleural", 1, 20, 36, 30, 44),  # holds the centre (23, 39) of patch 9
+            ("a", "nodule", "right_lung", 1, 2, 2, 14, 14),  # between peaks: no map on this grid can hit it
+            ("a", "effusion", "left_pleural", 1, 12, 28, 20, 36),  # holds the centre (16, 32) of patch 9
         ],
     )
     attention = torch.zeros(1, 1, 75, 16)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from medklip.config import load_config
-from medklip.model import MedKLIP, grounding_maps
+from medklip.grounding import attention_heatmaps
+from medklip.model import MedKLIP
 
 
 def tiny(text_dim: int = 24) -> MedKLIP:
@@ -26,7 +27,7 @@ def test_forward_shapes_and_no_nan():
     patches = out["attention"].sum(-1)  # the rest of each query's attention went to the learned sink
     assert ((patches > 0) & (patches < 1)).all()
     assert all(torch.isfinite(value).all() for value in out.values())
-    assert grounding_maps(out["attention"], 64).shape == (3, 75, 64, 64)
+    assert attention_heatmaps(out["attention"], 64).shape == (3, 75, 64, 64)
 
 
 def test_the_reference_decoder_attends_to_patches_only(tmp_path):
@@ -58,7 +59,7 @@ def test_patch_stride_8_takes_tokens_from_layer2_on_a_grid_twice_as_fine():
     assert not any(name.startswith("image_encoder.stages.3") for name in model.state_dict())  # no layer3
     out = model(torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8), return_attention=True)
     assert out["attention"].shape == (2, 1, 75, 64)  # 64 px / stride 8 = 8 x 8 patch tokens
-    assert grounding_maps(out["attention"], 64).shape == (2, 75, 64, 64)
+    assert attention_heatmaps(out["attention"], 64).shape == (2, 75, 64, 64)
     with pytest.raises(ValueError, match="patch_stride must be one of \\[8, 16\\], got 4"):
         MedKLIP(load_config("debug", {"model.patch_stride": 4}).model, torch.randn(75, 24), torch.randn(51, 24))
 
