@@ -45,7 +45,7 @@ def _patch_stride(tokens: int, image_size: int) -> int:
     """Pixels per patch of a square grid of `tokens` patches on an `image_size` input: the ResNet's stride, a power of
     two (ceil(S / stride) patches per side, so S / side rounded to one)."""
     side = math.isqrt(tokens)
-    if side * side != tokens:
+    if side == 0 or side * side != tokens:
         raise ValueError(f"{tokens} tokens do not form a square patch grid")
     return 2 ** max(0, round(math.log2(image_size / side)))
 

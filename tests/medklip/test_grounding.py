@@ -113,7 +113,8 @@ def test_heatmaps_accept_numpy_and_half_precision():
 
 
 @pytest.mark.parametrize(
-    ("shape", "mode"), [((1, 2, 75, 15), "bilinear"), ((2, 75, 16), "bilinear"), ((1, 1, 75, 16), "bicubic")]
+    ("shape", "mode"),
+    [((1, 2, 75, 15), "bilinear"), ((1, 2, 75, 0), "bilinear"), ((2, 75, 16), "bilinear"), ((1, 1, 75, 16), "bicubic")],
 )
 def test_heatmaps_reject_bad_input(shape, mode):
     with pytest.raises(ValueError):
