@@ -41,13 +41,13 @@ logger = logging.getLogger(__name__)
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 
 
-def _patch_stride(tokens: int, image_size: int) -> int:
-    """Pixels per patch of a square grid of `tokens` patches on an `image_size` input: the ResNet's stride, a power of
-    two (ceil(S / stride) patches per side, so S / side rounded to one)."""
+def _patch_grid(tokens: int, image_size: int) -> tuple[int, int]:
+    """(side, stride) of a square grid of `tokens` patches on an `image_size` input. The stride is the ResNet's, a
+    power of two (ceil(S / stride) patches per side, so S / side rounded to one)."""
     side = math.isqrt(tokens)
     if side == 0 or side * side != tokens:
         raise ValueError(f"{tokens} tokens do not form a square patch grid")
-    return 2 ** max(0, round(math.log2(image_size / side)))
+    return side, 2 ** max(0, round(math.log2(image_size / side)))
 
 
 def _interpolation(side: int, image_size: int, stride: int, mode: str) -> torch.Tensor:
@@ -89,9 +89,8 @@ def attention_heatmaps(attention: torch.Tensor | np.ndarray, image_size: int, mo
     if weights.ndim != 4:
         raise ValueError(f"attention must be (B, layers, entities, tokens), got shape {tuple(weights.shape)}")
     tokens = weights.shape[-1]
-    stride = _patch_stride(tokens, image_size)
-    side = math.isqrt(tokens)
-    averaged = weights.detach().float().cpu().mean(dim=1)  # (B, 75, T)
+    side, stride = _patch_grid(tokens, image_size)
+    averaged = weights.detach().float().mean(dim=1).cpu()  # (B, 75, T)
     grid = averaged.reshape(*averaged.shape[:2], side, side)  # (B, 75, h, w)
     along = _interpolation(side, image_size, stride, mode)  # (S, side), the same for rows and columns
     return torch.einsum("yh,bqhw,xw->bqyx", along, grid, along).numpy()
