@@ -25,6 +25,7 @@ merge the per-batch results with `merge_pointing_results`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -179,15 +180,19 @@ def _in_boxes(boxes: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (x_first <= x) & (x < x_stop) & (y_first <= y) & (y < y_stop)
 
 
+@functools.lru_cache(maxsize=8)
 def patch_peaks(tokens: int, image_size: int, mode: str = "bilinear") -> np.ndarray:
     """(T, 2) pixel (x, y) where a map that puts all its weight on one patch peaks, for each of the T patches.
 
     Upsampled exactly as `attention_heatmaps` does, with the same tie rule as `peak_locations`, so a box that holds
-    none of these pixels is missed by every heatmap on this grid.
+    none of these pixels is missed by every heatmap on this grid. Rendered once per grid (T maps of S x S) and cached
+    for every later batch; the array is read-only.
     """
     one_hot = torch.eye(tokens).reshape(1, 1, tokens, tokens)  # (B=1, layers=1, "entities"=T, T)
     x, y = peak_locations(attention_heatmaps(one_hot, image_size, mode)[0])
-    return np.stack([x, y], axis=1)
+    peaks = np.stack([x, y], axis=1)
+    peaks.flags.writeable = False
+    return peaks
 
 
 def _source_size(source_size: int | tuple[int, int] | Mapping[str, tuple[int, int]], image_id: str) -> tuple[int, int]:

@@ -255,6 +255,9 @@ def test_pointing_game_from_truth_without_trials_and_bad_ids(tmp_path):
 def test_attainable_trials_are_boxes_that_hold_a_patch_centre(tmp_path):
     # 64 px maps from a 4 x 4 patch grid: each patch peaks on its receptive field's centre, pixel 16 j
     assert sorted(set(patch_peaks(16, 64)[:, 0].tolist())) == [0, 16, 32, 48]
+    assert patch_peaks(16, 64) is patch_peaks(16, 64)  # rendered once per grid, not once per scored batch
+    with pytest.raises(ValueError):
+        patch_peaks(16, 64)[0, 0] = 1  # the cached peaks cannot be changed by a caller
     truth = write_truth(
         tmp_path,
         [
