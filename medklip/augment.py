@@ -82,8 +82,8 @@ def _color_table(image: np.ndarray, p: WarpParams) -> np.ndarray | None:
     return np.clip(np.rint(levels * p.brightness), 0, 255).astype(np.uint8)
 
 
-def warp(image: np.ndarray, p: WarpParams, size: int) -> np.ndarray:
-    """Crops, rotates and resizes one (H, W) uint8 image to (size, size) uint8 with a single bilinear resampling."""
+def output_to_input(p: WarpParams, size: int) -> np.ndarray:
+    """(2, 3) affine map from an output pixel index (x, y) of the (size, size) view to an input pixel index."""
     angle = math.radians(p.angle)
     cos, sin = math.cos(angle), math.sin(angle)
     half_width, half_height = p.width / 2, p.height / 2
@@ -97,7 +97,12 @@ def warp(image: np.ndarray, p: WarpParams, size: int) -> np.ndarray:
             [0, 0, 1],
         ]
     )
-    matrix = (to_input @ to_unit)[:2]
+    return (to_input @ to_unit)[:2]
+
+
+def warp(image: np.ndarray, p: WarpParams, size: int) -> np.ndarray:
+    """Crops, rotates and resizes one (H, W) uint8 image to (size, size) uint8 with a single bilinear resampling."""
+    matrix = output_to_input(p, size)
     output = cv2.warpAffine(
         image, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT
     )

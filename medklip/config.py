@@ -51,6 +51,7 @@ class LossConfig:
     position_weight: float = 1.0  # a1: position-contrastive InfoNCE, only for present entities
     semantic_weight: float = 0.0  # a2: 1 - cos(pooled image, knowledge of present findings); 0 = off (as MedKLIP)
     num_negatives: int = 7  # sampled negative positions per positive
+    box_weight: float = 1.0  # pull of boxed findings' attention into their boxes; only with train.boxes (not MedKLIP)
 
 
 @dataclass
@@ -87,6 +88,7 @@ class TrainConfig:
     early_stopping_patience: int = 0  # stop after this many epochs without a better validation AUC; 0 = off
     max_steps: int = 0  # stop after this many optimizer steps (0 = no limit); for smoke tests
     augment: AugmentSettings = field(default_factory=AugmentSettings)
+    boxes: str | None = None  # CSV of lesion boxes on some train images (medklip.boxes); None: image labels only
 
 
 @dataclass

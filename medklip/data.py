@@ -14,6 +14,7 @@ path for 1..N processes): call `sampler.set_epoch(epoch)` and `dataset.set_epoch
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 from medklip.augment import AugmentConfig, full_view, sample_params, warp_batch
+from medklip.boxes import RowBoxes, patch_mask
+from medklip.entities import ENTITIES
 from medklip.prepare import load_manifest
 from medklip.sources import DataError
 
@@ -81,6 +84,9 @@ class CXRDataset(Dataset):
         augment: random transforms for training; None gives the deterministic evaluation view.
         targets: per-row arrays indexed by table row (e.g. `{"existence": (N, 75) int8}`), added to each batch.
         seed: augmentation seed; with the epoch and the row it fixes every random draw.
+        boxes: lesion boxes by table row (`medklip.boxes.read_boxes`); each batch then has `box_mask` (B, 75, T)
+            bool, the patch tokens inside each entity's boxes in that image's view (all False without boxes).
+        patch_stride: pixels per patch token side of the model, for `box_mask`.
     """
 
     def __init__(
@@ -91,6 +97,8 @@ class CXRDataset(Dataset):
         augment: AugmentConfig | None = None,
         targets: dict[str, np.ndarray] | None = None,
         seed: int = 0,
+        boxes: dict[int, RowBoxes] | None = None,
+        patch_stride: int = 16,
     ):
         self.data = data if isinstance(data, PreparedData) else PreparedData(data)
         self.split = split
@@ -103,6 +111,8 @@ class CXRDataset(Dataset):
                 raise ValueError(f"target {name!r} has {len(values)} rows, the data has {len(self.data)}")
         self.seed = seed
         self.epoch = 0
+        self.boxes = boxes
+        self.patch_stride = patch_stride
 
     def set_epoch(self, epoch: int) -> None:
         """Changes the augmentation draws; call before creating the epoch's iterator."""
@@ -122,6 +132,13 @@ class CXRDataset(Dataset):
                 for row, image in zip(rows, images, strict=True)
             ]
         batch = {"image": warp_batch(images, params, self.image_size), "row": torch.from_numpy(rows)}
+        if self.boxes is not None:
+            side = math.ceil(self.image_size / self.patch_stride)
+            masks = np.zeros((len(rows), len(ENTITIES), side * side), dtype=bool)
+            for i, (row, p) in enumerate(zip(rows, params, strict=True)):
+                if int(row) in self.boxes:
+                    masks[i] = patch_mask(*self.boxes[int(row)], p, self.image_size, self.patch_stride)
+            batch["box_mask"] = torch.from_numpy(masks)
         index = torch.from_numpy(rows)
         for name, values in self.targets.items():
             batch[name] = values[index]

@@ -8,6 +8,9 @@
 - position: for each present entity with a known position, InfoNCE over 1 positive and `num_negatives` negatives
   drawn uniformly from the positions that are not positive, scored by raw dot products with the frozen position
   embeddings (no temperature, no normalisation: as the paper). Entities without any positive position are skipped.
+- box (only when training has boxes, `train.boxes`; not in MedKLIP): for each (image, entity) with a box in view,
+  -log of the share of its cross-attention (averaged over heads and decoder layers, as the heatmaps; the sink left
+  out) that falls on the patch tokens inside the box (`batch["box_mask"]`, `medklip.boxes`).
 - semantic (optional, weight 0 by default, not in MedKLIP): 1 - cos(pooled image features, mean knowledge features of
   the image's present entities), for images with at least one present entity.
 
@@ -24,7 +27,7 @@ from medklip.config import LossConfig
 
 
 class MedKLIPLoss(nn.Module):
-    """L = existence + position_weight * position + semantic_weight * semantic."""
+    """L = existence + position_weight * position + box_weight * box + semantic_weight * semantic."""
 
     def __init__(self, config: LossConfig, entity_mask: torch.Tensor | None = None, seed: int = 0):
         super().__init__()
@@ -42,6 +45,7 @@ class MedKLIPLoss(nn.Module):
         positions: torch.Tensor,
         position_embeddings: torch.Tensor,
         step: int = 0,
+        box_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Named loss terms.
 
@@ -52,6 +56,8 @@ class MedKLIPLoss(nn.Module):
             positions: (B, 51, 75) labels in {1, 0, -1}.
             position_embeddings: (51, H) frozen position embeddings.
             step: the optimizer step, seeding the negative sampling.
+            box_mask: (B, 75, T) bool patch tokens inside each entity's boxes; needs `outputs["attention"]`
+                (B, layers, 75, T). None: no box term.
         """
         logits = outputs["exist_logits"].float()  # (B, 75)
         known = (existence >= 0) & self.entity_mask  # (B, 75)
@@ -66,6 +72,9 @@ class MedKLIPLoss(nn.Module):
         )
         terms["position"] = position_loss
         total = existence_loss + self.config.position_weight * position_loss
+        if box_mask is not None:
+            terms["box"] = self._box_loss(outputs["attention"], box_mask)
+            total = total + self.config.box_weight * terms["box"]
         if self.config.semantic_weight > 0:
             terms["semantic"] = self._semantic_loss(outputs, existence)
             total = total + self.config.semantic_weight * terms["semantic"]
@@ -88,6 +97,15 @@ class MedKLIPLoss(nn.Module):
         targets = position_embeddings[candidates].float()  # (N, 1 + k, H)
         logits = torch.einsum("nh,nkh->nk", features[valid].float(), targets)  # raw dot products
         return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+
+    def _box_loss(self, attention: torch.Tensor, box_mask: torch.Tensor) -> torch.Tensor:
+        weights = attention.float().mean(dim=1)  # (B, 75, T): over layers; the model averaged the heads
+        boxed = box_mask.any(dim=-1) & self.entity_mask  # (B, 75)
+        if not boxed.any():
+            return weights.sum() * 0.0
+        inside = (weights * box_mask).sum(dim=-1)[boxed]  # (N,) attention on the box's patches
+        total = weights.sum(dim=-1)[boxed]  # (N,) attention on all patches (the sink takes the rest)
+        return (total.clamp(min=1e-12).log() - inside.clamp(min=1e-12).log()).mean()
 
     def _semantic_loss(self, outputs, existence) -> torch.Tensor:
         present = ((existence == 1) & self.entity_mask).float()  # (B, 75)

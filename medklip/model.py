@@ -187,8 +187,8 @@ class MedKLIP(nn.Module):
         queries = self.query_projection(self.entity_embeddings).unsqueeze(0).expand(batch, -1, -1)  # (B, 75, D)
         attention = []
         for layer in self.layers:
-            if self.gradient_checkpointing and self.training and not return_attention:
-                queries, weights = checkpoint(layer, queries, memory, use_reentrant=False)
+            if self.gradient_checkpointing and self.training:
+                queries, weights = checkpoint(layer, queries, memory, return_attention, use_reentrant=False)
             else:
                 queries, weights = layer(queries, memory, need_weights=return_attention)
             attention.append(weights)

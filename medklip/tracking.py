@@ -193,8 +193,9 @@ def git_commit() -> str | None:
     return result.stdout.strip() or None
 
 
-def data_tags(data_dir: str | Path) -> dict[str, str]:
-    """Tags that pin the training data: prepared folder fingerprint and source, extractor and triplets hash."""
+def data_tags(data_dir: str | Path, boxes: str | Path | None = None) -> dict[str, str]:
+    """Tags that pin the training data: prepared folder fingerprint and source, extractor and triplets hash, and the
+    hash of the lesion boxes file when training uses one (`train.boxes`)."""
     from medklip.extract import file_sha256, read_summary
 
     root = Path(data_dir)
@@ -209,6 +210,8 @@ def data_tags(data_dir: str | Path) -> dict[str, str]:
     if triplets.is_file():
         tags["medklip.extractor"] = str(read_summary(triplets).get("extractor"))
         tags["medklip.triplets_sha256"] = file_sha256(triplets)
+    if boxes and Path(boxes).is_file():
+        tags["medklip.boxes_sha256"] = file_sha256(boxes)
     return tags
 
 
@@ -365,7 +368,8 @@ class TrainingRun:
     @staticmethod
     def _open(client: MlflowClient, run_id: str | None, save_dir: Path, config: Config, data_dir, world_size) -> str:
         params = {key: str(value) for key, value in flatten(to_dict(config)).items()}
-        tags = {**data_tags(data_dir), "medklip.version": medklip.__version__, "medklip.world_size": str(world_size)}
+        tags = data_tags(data_dir, config.train.boxes)
+        tags.update({"medklip.version": medklip.__version__, "medklip.world_size": str(world_size)})
         tags["medklip.save_dir"] = str(save_dir.resolve())
         commit = git_commit()
         if commit:

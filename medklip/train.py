@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from medklip import distributed
 from medklip.augment import AugmentConfig
+from medklip.boxes import read_boxes
 from medklip.checkpoint import load_training_state, save_training_state, save_weights
 from medklip.config import Config, list_presets, load_config, to_dict
 from medklip.data import CXRDataset, PreparedData, already_batched, make_loader
@@ -166,7 +167,10 @@ def _train(config: Config, data_dir: Path, save_dir: Path, info: distributed.Dis
         brightness=train_config.augment.brightness,
         contrast=train_config.augment.contrast,
     )
-    train_set = CXRDataset(data, "train", config.model.image_size, augment, labels, seed=train_config.seed)
+    boxes = read_boxes(train_config.boxes, data) if train_config.boxes else None
+    train_set = CXRDataset(
+        data, "train", config.model.image_size, augment, labels, train_config.seed, boxes, config.model.patch_stride
+    )
     val_set = CXRDataset(data, "val", config.model.image_size, None, labels)
     if len(train_set) == 0:
         raise DataError(f"{data_dir}: the train split is empty")
@@ -270,8 +274,9 @@ def _train(config: Config, data_dir: Path, save_dir: Path, info: distributed.Dis
             positions = batch["positions"].to(info.device, non_blocking=True)
             with sync:
                 with torch.autocast(info.device.type, dtype=dtype, enabled=dtype is not None):
-                    outputs = model(images)
-                terms = loss_fn(outputs, existence, positions, module.position_embeddings, step=state["step"])
+                    outputs = model(images, return_attention=boxes is not None)
+                box_mask = batch["box_mask"].to(info.device, non_blocking=True) if boxes is not None else None
+                terms = loss_fn(outputs, existence, positions, module.position_embeddings, state["step"], box_mask)
                 if not torch.isfinite(terms["loss"]):
                     raise TrainingError(
                         f"loss is {terms['loss'].item()} at step {state['step']} (epoch {epoch + 1}); stopping. "

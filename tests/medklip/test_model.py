@@ -110,6 +110,16 @@ def test_channels_last_and_checkpointing_do_not_change_results():
     torch.manual_seed(1)
     assert torch.allclose(model(images)["exist_logits"], checkpointed, atol=1e-4)
 
+    # The attention a box loss trains on (medklip.losses) gets the same gradients through checkpointed layers.
+    gradients = []
+    for enabled in (True, False):
+        model.set_gradient_checkpointing(enabled)
+        model.zero_grad()
+        torch.manual_seed(1)
+        model(images, return_attention=True)["attention"][..., :4].sum().backward()
+        gradients.append(model.query_projection.weight.grad.clone())
+    assert gradients[0].abs().sum() > 0 and torch.allclose(*gradients, atol=1e-5)
+
 
 def test_wrong_knowledge_shapes_are_refused():
     with pytest.raises(ValueError, match="75 entity and 51 position"):

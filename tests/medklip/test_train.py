@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,11 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from mlflow import MlflowClient
 
 from medklip.checkpoint import CheckpointError, load_model, read_header
 from medklip.cli import main
 from medklip.data import PreparedData
+from medklip.extract import file_sha256
 from medklip.prepare import PrepareConfig, prepare
+from medklip.tracking import tracking_uri
 from tests.helpers import prepared_synthetic
 
 pytestmark = pytest.mark.slow
@@ -41,7 +45,7 @@ def test_train_writes_checkpoints_history_and_a_loadable_best_model(data, tmp_pa
     assert run(data, save, "--epochs", "2") == 0
     records = history(save)
     assert [r["epoch"] for r in records] == [1, 2]
-    assert all(r["train_loss"] > 0 and "val_mean_auc" in r for r in records)
+    assert all(r["train_loss"] > 0 and "val_mean_auc" in r and "train_box" not in r for r in records)
     config, extra = read_header(save / "model_best.safetensors")
     assert config.model.image_size == 64 and extra["epoch"] in (1, 2)
     model = load_model(save / "model_best.safetensors")
@@ -108,6 +112,19 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(data, t
         run(data, save, "--max-steps", "4")
     assert (save / "last.json").read_text() == kept
     load_model(save / json.loads(kept)["dir"] / "model.safetensors")
+
+
+def test_boxes_add_a_box_term_and_a_missing_boxes_file_is_a_clear_error(data, tmp_path, capsys):
+    save = tmp_path / "boxed"
+    assert run(data, save, "--epochs", "1", "--set", f"train.boxes={data / 'truth.csv'}") == 0
+    record = history(save)[0]
+    assert 0 < record["train_box"] < record["train_loss"] and math.isfinite(record["train_loss"])
+    assert read_header(save / "model_best.safetensors")[0].train.boxes == str(data / "truth.csv")
+    run_id = (save / "mlflow_run_id").read_text().strip()
+    tags = MlflowClient(tracking_uri()).get_run(run_id).data.tags
+    assert tags["medklip.boxes_sha256"] == file_sha256(data / "truth.csv")  # which boxes it learnt from
+    assert run(data, tmp_path / "none", "--set", f"train.boxes={tmp_path / 'nowhere.csv'}") == 2
+    assert "boxes file not found" in capsys.readouterr().err
 
 
 def test_missing_triplets_is_a_clear_cli_error(tmp_path, capsys):
