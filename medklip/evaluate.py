@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from medklip.checkpoint import load_model
+from medklip.checkpoint import load_model, read_header
 from medklip.data import CXRDataset, PreparedData, make_loader
 from medklip.entities import ENTITIES
 from medklip.sources import DataError, read_reports_csv
@@ -124,6 +124,8 @@ def evaluate_folder(
     metrics["split"] = split
     metrics["weights"] = str(weights)
     metrics["grounding"] = merge_pointing_results(grounding) if truth is not None else None
+    if metrics["grounding"] is not None:  # a pointing game of a model whose attention learnt from boxes says so
+        metrics["grounding"]["train_boxes"] = read_header(weights)[0].train.boxes
     ids = data.table["id"].astype(str).to_numpy()[test_rows]
     metrics["evaluation_data"] = {
         "dir": str(data.root.resolve()),

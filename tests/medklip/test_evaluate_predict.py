@@ -53,6 +53,7 @@ def test_evaluate_writes_metrics_plots_heatmaps_and_grounding(trained, tmp_path,
     scored = [v["auc"] for v in per_entity.values() if v["auc"] is not None]
     assert metrics["mean_auc"] == pytest.approx(sum(scored) / len(scored))
     assert 0 <= metrics["grounding"]["overall"] <= 1 and metrics["grounding"]["n"] > 0
+    assert metrics["grounding"]["train_boxes"] is None  # image labels only: not a location-supervised model
     for name in ("auc_per_entity.png", "roc_curve.png", "loss_curve.png", "pointing_game.png"):
         assert valid_png(out / name), name
     heatmaps = sorted((out / "heatmaps").glob("*.png"))

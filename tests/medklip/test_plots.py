@@ -216,3 +216,15 @@ def test_overlay_with_box(tmp_path):
 def test_overlay_rejects_colour_images(tmp_path):
     with pytest.raises(ValueError):
         plots.overlay_heatmap(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8)), "x", tmp_path / "bad.png")
+
+
+def test_pointing_game_plot_says_when_the_attention_was_trained_on_boxes(tmp_path):
+    result = grounding_result(bounded=True)
+    plain = open_png(plots.plot_pointing_game(result, tmp_path / "plain.png"))
+    supervised = open_png(plots.plot_pointing_game({**result, "train_boxes": "boxes.csv"}, tmp_path / "boxed.png"))
+
+    def ink_rows(pixels: np.ndarray) -> int:  # rows with dark text in the bottom tenth, under the x axis
+        bottom = pixels[int(0.9 * pixels.shape[0]) :]
+        return int(((bottom.max(axis=-1) < 100).sum(axis=1) > 0).sum())
+
+    assert ink_rows(supervised) > ink_rows(plain)
