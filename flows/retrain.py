@@ -113,6 +113,10 @@ def retrain(
     ] = None,
     lr: Annotated[float | None, Field(gt=0, le=1, description="Peak learning rate (empty: the preset's)")] = None,
     extractor: Annotated[Literal["rules", "radgraph"], Field(description="Triplet extractor")] = "rules",
+    boxes: Annotated[
+        str | None,
+        Field(description="CSV of lesion boxes on some training images (empty: image labels only); under workdir"),
+    ] = None,
     nodes: Annotated[int, Field(ge=1, le=64, description="Training nodes (more than 1 needs a cluster backend)")] = 1,
     gpus_per_node: Annotated[int, Field(ge=0, le=16, description="GPUs per node (0: one CPU process)")] = 0,
     backend: Annotated[
@@ -130,6 +134,8 @@ def retrain(
         batch_size: batch size per process; empty keeps the preset's.
         lr: peak learning rate; empty keeps the preset's.
         extractor: rules (offline, fast) or radgraph (needs the modern-radgraph-xl weights).
+        boxes: a CSV of lesion boxes (id, entity, x0, y0, x1, y1 in source pixels) on some training images, whose
+            attention then learns from them (`train.boxes`, medklip/boxes.py); a relative path is under workdir.
         nodes: training nodes; more than one needs the kubernetes backend.
         gpus_per_node: GPUs (and training processes) per node; 0 trains one process on the CPU.
         backend: where the steps run: local subprocesses, or Kubernetes Jobs (then workdir is the shared
@@ -149,6 +155,8 @@ def retrain(
     for flag, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr)):
         if value is not None:
             overrides += [flag, str(value)]
+    if boxes:
+        overrides += ["--set", f"train.boxes={root / boxes}"]  # an absolute path stays as it is
 
     outcomes = {"prepare": steps.prepare(launcher, source, data_dir)}
     outcomes["extract"] = steps.extract(launcher, data_dir, extractor, root / ".cache" / "extract")
@@ -161,8 +169,8 @@ def retrain(
         decision = steps.register(run_id, promotion.model_name, promotion.margin, promotion.resamples)
         outcomes["register"] = f"version {decision['version']}: {decision['alias']}"
     parameters = {"source": source, "preset": preset, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                  "extractor": extractor, "nodes": nodes, "gpus_per_node": gpus_per_node, "backend": backend,
-                  "promotion": promotion.model_dump(), "workdir": str(root)}  # fmt: skip
+                  "extractor": extractor, "boxes": boxes, "nodes": nodes, "gpus_per_node": gpus_per_node,
+                  "backend": backend, "promotion": promotion.model_dump(), "workdir": str(root)}  # fmt: skip
     create_markdown_artifact(
         summary_markdown(parameters, outcomes, metrics, run_id, decision),
         key="retrain-summary",

@@ -52,8 +52,12 @@ def test_a_debug_run_trains_evaluates_registers_and_a_rerun_skips_unchanged_data
     text = asyncio.run(summary_artifact())
     assert "mean AUC" in text and "flow-test version 1: champion" in text and result["run_id"] in text
 
-    second = run(tmp_path, epochs=1, promotion=Promotion(model_name="flow-test", resamples=100))
+    # Location supervision from the Prefect UI: the synthetic data's own truth boxes (only train images use them).
+    truth = Path(result["metrics"]["evaluation_data"]["dir"]) / "truth.csv"
+    boxes = str(truth.relative_to(tmp_path.resolve()))
+    second = run(tmp_path, epochs=1, boxes=boxes, promotion=Promotion(model_name="flow-test", resamples=100))
     assert second.is_completed(), second.message
+    assert second.result()["metrics"]["grounding"]["train_boxes"] == str(truth)
     outcomes = second.result()["outcomes"]
     assert outcomes["prepare"] == outcomes["extract"] == "skipped (unchanged)"
     assert second.result()["checkpoints"] != result["checkpoints"]  # each run trains into its own folder
