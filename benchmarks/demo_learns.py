@@ -1,6 +1,6 @@
 """Does the `demo` preset learn, and where does it look? Train on 2,000 synthetic images, score 400 of another seed.
 
-    python benchmarks/demo_learns.py [--workdir /tmp/demo-learns] [--epochs 12] [--images 2000]
+    python benchmarks/demo_learns.py [--workdir /tmp/demo-learns] [--epochs 12] [--images 2000] [--boxes 0.1]
 
 Prepares `synthetic://2000?seed=0` (`--images` changes the count) and `synthetic://400?seed=99`, extracts triplets
 from both (rules), trains the `demo` preset with `medklip train` (timed), and scores `model_best.safetensors` on the
@@ -14,6 +14,10 @@ from both (rules), trains the `demo` preset with `medklip train` (timed), and sc
 - `pointing_game`: how often the layer-averaged cross-attention of a rendered finding peaks inside its lesion box
   (`medklip evaluate`'s grounding), with `pointing_game_attainable`, the most any map on the model's patch grid could
   score (16 x 16 for `demo`; 8 x 8 for the baseline).
+
+`--boxes F` trains with location supervision (`train.boxes`, `medklip.boxes`): the `truth.csv` boxes of a random
+share F of the training split's images (seed 0) go to `<workdir>/train-boxes.csv`, the rest keep image labels only;
+the test images' boxes are never trained on. The JSON then has `boxed_train_images`.
 
 The baseline, in the same run: MedKLIP's architecture (`model.patch_stride=16`, `model.attention_token_norm=false`,
 `model.attention_sink=false`), trained and scored the same way (`--no-baseline` skips it and halves the time).
@@ -94,21 +98,40 @@ def train_and_score(work: Path, name: str, epochs: int | None, *settings: str) -
     }
 
 
+def write_train_boxes(work: Path, share: float) -> tuple[Path, int]:
+    """The truth boxes of a random `share` of the train split's images (seed 0) as a boxes CSV; (path, images)."""
+    table = pd.read_parquet(work / "train/reports.parquet", columns=["id", "split"])
+    ids = table.loc[table["split"] == "train", "id"].to_numpy()
+    chosen = np.random.default_rng(0).permutation(ids)[: round(share * len(ids))]
+    truth = pd.read_csv(work / "train/truth.csv")
+    path = work / "train-boxes.csv"
+    truth[truth["id"].isin(set(chosen))].to_csv(path, index=False)
+    return path, len(chosen)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="/tmp/demo-learns")
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     parser.add_argument("--images", type=int, default=2000, help="synthetic training images (the issue's 2,000)")
+    parser.add_argument("--boxes", type=float, default=0.0, help="share of train images with boxes (0: none)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the reference decoder")
     args = parser.parse_args()
+    if not 0 <= args.boxes <= 1:
+        parser.error(f"--boxes is a share of the training images, in [0, 1]; got {args.boxes}")
     work = Path(args.workdir)
     for name, uri in (("train", f"synthetic://{args.images}?seed=0"), ("test", "synthetic://400?seed=99")):
         medklip("data", "prepare", "--source", uri, "--out", str(work / name))
         medklip("extract", "--data", str(work / name))
-    result = {"train_images": args.images, **train_and_score(work, "checkpoints", args.epochs)}
+    result: dict = {"train_images": args.images}
+    settings: tuple[str, ...] = ()
+    if args.boxes:
+        boxes, result["boxed_train_images"] = write_train_boxes(work, args.boxes)
+        settings = (f"train.boxes={boxes}",)
+    result.update(train_and_score(work, "checkpoints", args.epochs, *settings))
     if not args.no_baseline:
         reference = ("model.patch_stride=16", "model.attention_token_norm=false", "model.attention_sink=false")
-        baseline = train_and_score(work, "checkpoints-reference", args.epochs, *reference)
+        baseline = train_and_score(work, "checkpoints-reference", args.epochs, *reference, *settings)
         result["baseline_reference"] = {key: value for key, value in baseline.items() if "per_" not in key}
     print(json.dumps(result))
 
