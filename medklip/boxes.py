@@ -84,9 +84,7 @@ def read_boxes(path: str | Path, data: PreparedData, split: str = "train") -> di
         scale = np.array([width / source_width, height / source_height] * 2)
         entities = np.array([entity_index(name) for name in group["entity"].astype(str)], dtype=np.int64)
         boxes[row] = (entities, group[list(BOX_COLUMNS)].to_numpy(np.float64) * scale)
-    logger.info(
-        "%s: %d boxes on %d of %d %s images", path, len(table), len(boxes), len(rows), split
-    )  # fmt: skip
+    logger.info("%s: %d boxes on %d of %d %s images", path, len(table), len(boxes), len(rows), split)
     return boxes
 
 

@@ -204,10 +204,10 @@ def plot_pointing_game(grounding: Mapping, path: str | Path) -> Path:
         _message(axes, "No rendered lesion to point at\n(no truth box among the scored images)")
         title = "Pointing game per finding: no lesions"
     axes.set_xlim(0, 1.02)  # a ceiling of 1 stays visible beside the frame
-    supervised = "\n(a location-supervised model: its attention was trained on the boxes of some training images)"
-    axes.set_xlabel("share of lesions whose attention peak lies inside the lesion box" + (
-        supervised if grounding.get("train_boxes") else ""
-    ))  # fmt: skip
+    label = "share of lesions whose attention peak lies inside the lesion box"
+    if grounding.get("train_boxes"):
+        label += "\n(a location-supervised model: its attention was trained on the boxes of some training images)"
+    axes.set_xlabel(label)
     axes.set_ylabel("finding")
     axes.grid(axis="x", alpha=0.3)
     axes.set_title(title, fontsize=11, pad=22 if count else 6)
