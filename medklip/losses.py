@@ -10,7 +10,8 @@
   embeddings (no temperature, no normalisation: as the paper). Entities without any positive position are skipped.
 - box (only when training has boxes, `train.boxes`; not in MedKLIP): for each (image, entity) with a box in view,
   -log of the share of its cross-attention (averaged over heads and decoder layers, as the heatmaps; the sink left
-  out) that falls on the patch tokens inside the box (`batch["box_mask"]`, `medklip.boxes`).
+  out) that falls on the patch tokens inside the box (`batch["box_mask"]`, `medklip.boxes`), summed and divided by
+  the batch size: a batch with few boxes pulls less than one with many, never as hard as if every image had them.
 - semantic (optional, weight 0 by default, not in MedKLIP): 1 - cos(pooled image features, mean knowledge features of
   the image's present entities), for images with at least one present entity.
 
@@ -105,7 +106,7 @@ class MedKLIPLoss(nn.Module):
             return weights.sum() * 0.0
         inside = (weights * box_mask).sum(dim=-1)[boxed]  # (N,) attention on the box's patches
         total = weights.sum(dim=-1)[boxed]  # (N,) attention on all patches (the sink takes the rest)
-        return (total.clamp(min=1e-12).log() - inside.clamp(min=1e-12).log()).mean()
+        return (total.clamp(min=1e-12).log() - inside.clamp(min=1e-12).log()).sum() / len(box_mask)  # per image
 
     def _semantic_loss(self, outputs, existence) -> torch.Tensor:
         present = ((existence == 1) & self.entity_mask).float()  # (B, 75)

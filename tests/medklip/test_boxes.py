@@ -129,13 +129,14 @@ def test_dataset_batches_carry_box_masks_for_boxed_images_only(prepared):
     assert torch.equal(again.__getitems__(list(range(len(dataset))))["box_mask"], masks)  # deterministic per epoch
 
 
-def box_terms(attention: torch.Tensor, mask: torch.Tensor, config: LossConfig | None = None):
-    existence, positions = torch.full((1, 75), -1), torch.full((1, 51, 75), -1)
-    out = {"exist_logits": torch.zeros(1, 75), "position_features": torch.zeros(1, 75, 4), "attention": attention}
+def box_terms(attention: torch.Tensor, mask: torch.Tensor, config: LossConfig | None = None, batch: int = 1):
+    existence, positions = torch.full((batch, 75), -1), torch.full((batch, 51, 75), -1)
+    out = {"exist_logits": torch.zeros(batch, 75), "position_features": torch.zeros(batch, 75, 4)}
+    out["attention"] = attention
     return MedKLIPLoss(config or LossConfig())(out, existence, positions, torch.zeros(51, 4), box_mask=mask)
 
 
-def test_box_loss_is_the_log_share_of_attention_outside_the_box_and_pulls_it_in():
+def test_box_loss_is_the_log_share_of_attention_inside_the_box_per_image_and_pulls_it_in():
     mask = torch.zeros(1, 75, 4, dtype=torch.bool)
     mask[0, NODULE, 1] = True
     logits = torch.zeros(1, 2, 75, 4, requires_grad=True)  # 2 layers, 4 patches, uniform attention
@@ -155,3 +156,11 @@ def test_box_loss_is_the_log_share_of_attention_outside_the_box_and_pulls_it_in(
     )
     none = box_terms(attention.detach(), torch.zeros_like(mask))
     assert none["box"].item() == 0.0
+
+    # Per image of the batch: a second image without boxes halves the pull; a second boxed entity doubles it.
+    pair = torch.cat([attention.detach()] * 2)
+    halved = box_terms(pair, torch.cat([mask, torch.zeros_like(mask)]), batch=2)["box"].item()
+    assert halved == pytest.approx(np.log(4) / 2)
+    both = mask.clone()
+    both[0, EFFUSION, 0] = True
+    assert box_terms(attention.detach(), both)["box"].item() == pytest.approx(2 * np.log(4))
