@@ -15,7 +15,7 @@ from both (rules), trains the `demo` preset with `medklip train` (timed), and sc
   (`medklip evaluate`'s grounding), with `pointing_game_attainable`, the most any map on the model's patch grid could
   score (16 x 16 for `demo`; 8 x 8 for the baseline).
 
-`--boxes F` trains with location supervision (`train.boxes`, `medklip.boxes`): the `truth.csv` boxes of a random
+`--boxes F` trains with location supervision (`train.boxes`, `medklip.data.boxes`): the `truth.csv` boxes of a random
 share F of the training split's images (seed 0) go to `<workdir>/train-boxes.csv`, the rest keep image labels only;
 the test images' boxes are never trained on. The JSON then has `boxed_train_images`.
 
@@ -39,13 +39,13 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from medklip.checkpoint import load_model
-from medklip.data import CXRDataset
-from medklip.entities import ENTITIES
-from medklip.evaluate import score_split
-from medklip.evaluation_metrics import mean_auc
-from medklip.grounding import merge_pointing_results
-from medklip.train import load_labels
+from medklip.data.dataset import CXRDataset
+from medklip.evaluation.evaluate import score_split
+from medklip.evaluation.metrics import mean_auc
+from medklip.labels.extract import load_labels
+from medklip.model.grounding import merge_pointing_results
+from medklip.training.checkpoints import load_model
+from medklip.vocabulary import ENTITIES
 
 FINDINGS = (
     "cardiomegaly", "effusion", "pneumothorax", "consolidation", "opacity", "atelectasis", "edema", "nodule", "mass",

@@ -21,7 +21,7 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from medklip.evaluation_metrics import bootstrap_auc
+from medklip.evaluation.metrics import bootstrap_auc
 
 TARGET_SECONDS = 10.0
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from medklip import synthetic
-from medklip.report_text import report_text
-from medklip.rule_extractor import RuleExtractor
+from medklip.data import synthetic
+from medklip.labels.report_text import report_text
+from medklip.labels.rule_extractor import RuleExtractor
 
 TARGET = 2000.0
 

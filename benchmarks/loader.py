@@ -32,10 +32,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from medklip import synthetic
-from medklip.augment import AugmentConfig
-from medklip.data import CXRDataset, already_batched
-from medklip.prepare import PrepareConfig, prepare
+from medklip.data.augment import AugmentConfig
+from medklip.data.dataset import CXRDataset, already_batched, synthetic
+from medklip.data.prepare import PrepareConfig, prepare
 
 
 class PngDataset(Dataset):

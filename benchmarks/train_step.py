@@ -28,10 +28,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertModel
 
 from medklip.config import load_config
-from medklip.entities import DESCRIPTIONS, ENTITIES, POSITION_PROMPTS, POSITIONS
-from medklip.losses import MedKLIPLoss
-from medklip.model import MedKLIP
-from medklip.train import autocast_dtype
+from medklip.model.losses import MedKLIPLoss
+from medklip.model.network import MedKLIP
+from medklip.training.trainer import autocast_dtype
+from medklip.vocabulary import DESCRIPTIONS, ENTITIES, POSITION_PROMPTS, POSITIONS
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
 

@@ -39,7 +39,7 @@ DEFAULT_SOURCE = "synthetic://2000?seed=0"
 
 
 class Promotion(BaseModel):
-    """What happens after evaluation (the registry's promotion gate: `medklip.registry`)."""
+    """What happens after evaluation (the registry's promotion gate: `medklip.tracking.registry`)."""
 
     register_model: bool = Field(True, description="Register the model in MLflow as a new version (challenger).")
     model_name: str = Field("medklip", min_length=1, max_length=100, description="Registered model name.")
@@ -59,7 +59,7 @@ def source_key(source: str) -> str:
 
 
 def _mlflow_links(run_id: str, decision: dict | None) -> list[str]:
-    from medklip.tracking import redact, run_url, tracking_uri
+    from medklip.tracking.runs import redact, run_url, tracking_uri
 
     url = run_url(run_id)
     if url is None:
@@ -135,7 +135,7 @@ def retrain(
         lr: peak learning rate; empty keeps the preset's.
         extractor: rules (offline, fast) or radgraph (needs the modern-radgraph-xl weights).
         boxes: a CSV of lesion boxes (id, entity, x0, y0, x1, y1 in source pixels) on some training images, whose
-            attention then learns from them (`train.boxes`, medklip/boxes.py); a relative path is under workdir.
+            attention then learns from them (`train.boxes`, medklip/data/boxes.py); a relative path is under workdir.
         nodes: training nodes; more than one needs the kubernetes backend.
         gpus_per_node: GPUs (and training processes) per node; 0 trains one process on the CPU.
         backend: where the steps run: local subprocesses, or Kubernetes Jobs (then workdir is the shared
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     if result["decision"]:
         decision = result["decision"]
         print(f"  model        {decision['name']} version {decision['version']}, alias {decision['alias']}")
-    from medklip.tracking import redact, tracking_uri
+    from medklip.tracking.runs import redact, tracking_uri
 
     uri = redact(tracking_uri())  # the store this run used (MLflow exports MLFLOW_TRACKING_URI once used)
     print("\nUIs:")

@@ -20,12 +20,12 @@ import logging
 import sys
 from pathlib import Path
 
-from medklip.checkpoint import CheckpointError
-from medklip.sources import DataError
+from medklip.data.sources import DataError
+from medklip.training.checkpoints import CheckpointError
 
 
 def _data_synth(args: argparse.Namespace) -> int:
-    from medklip import synthetic
+    from medklip.data import synthetic
 
     summary = synthetic.generate(
         args.out, n=args.n, seed=args.seed, size=args.size, workers=args.workers, progress=True
@@ -36,7 +36,7 @@ def _data_synth(args: argparse.Namespace) -> int:
 
 
 def _data_prepare(args: argparse.Namespace) -> int:
-    from medklip.prepare import PrepareConfig, prepare
+    from medklip.data.prepare import PrepareConfig, prepare
 
     config = PrepareConfig(
         short_side=args.image_size,
@@ -61,7 +61,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
 
 
 def _data_inspect(args: argparse.Namespace) -> int:
-    from medklip.data import inspect
+    from medklip.data.dataset import inspect
 
     summary = inspect(args.dir)
     if args.json:
@@ -90,7 +90,7 @@ def _data_inspect(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from medklip import extract
+    from medklip.labels import extract
 
     if args.action == "merge":
         if not args.out or not args.inputs:
@@ -99,7 +99,7 @@ def _extract(args: argparse.Namespace) -> int:
         print(f"merged {len(args.inputs)} shard(s) into {args.out}: {summary.line()}")
         return 0
     if args.action == "score":
-        from medklip.extraction_quality import format_table, load_labelled, score
+        from medklip.labels.quality import format_table, load_labelled, score
 
         if len(args.inputs) != 1:
             raise DataError("usage: medklip extract score LABELLED.jsonl [--extractor rules|radgraph]")
@@ -136,13 +136,13 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from medklip import evaluate
+    from medklip.evaluation import evaluate
 
     if bool(args.data) == bool(args.labels):
         raise DataError("give --data PREPARED_DIR, or --labels FILE.csv with --label-map")
     tracked = not args.no_mlflow and (Path(args.weights).parent / "mlflow_run_id").is_file()
     if tracked:  # fail before the work if the run's server is away
-        from medklip import tracking
+        from medklip.tracking import runs as tracking
 
         tracking.connect()
     if args.labels:
@@ -191,8 +191,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from medklip.checkpoint import load_model
-    from medklip.predict import predict_files
+    from medklip.evaluation.predict import predict_files
+    from medklip.training.checkpoints import load_model
 
     model = load_model(args.weights)
     results = predict_files(model, args.images, top=args.top, heatmap_dir=args.heatmap)
@@ -217,7 +217,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace) -> int:
-    from medklip import registry
+    from medklip.tracking import registry
 
     if args.registry_command == "register":
         decision = registry.register(args.run_id, args.name, args.margin, args.resamples)
@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors reported as one line (exit 2) rather than a traceback; TrackingError once mlflow is in use."""
     errors = (DataError, ValueError, CheckpointError)
-    tracking = sys.modules.get("medklip.tracking")
+    tracking = sys.modules.get("medklip.tracking.runs")
     return errors + (tracking.TrackingError,) if tracking else errors
 
 

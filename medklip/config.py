@@ -38,7 +38,7 @@ class ModelConfig:
     text_pooling: str = "cls"  # "cls" (MedKLIP) or "mean" (sentence-embedding models such as MiniLM)
     text_max_length: int = 128  # tokenizer length for descriptions and position prompts (one length, train and test)
     exclude_unseen: bool = False  # drop MedKLIP's 7 "unseen" entities from the losses (zero-shot ablation)
-    # Not in MedKLIP, for grounding (medklip/model.py): cross-attention on layer-normalised patch tokens, and one
+    # Not in MedKLIP, for grounding (medklip/model/network.py): cross-attention on layer-normalised patch tokens, and one
     # learned key/value beside the patches per layer. Both off is the reference decoder.
     attention_token_norm: bool = True
     attention_sink: bool = True
@@ -56,7 +56,7 @@ class LossConfig:
 
 @dataclass
 class AugmentSettings:
-    """Train-time augmentation ranges (medklip.augment.AugmentConfig)."""
+    """Train-time augmentation ranges (medklip.data.augment.AugmentConfig)."""
 
     scale: tuple[float, float] = (0.6, 1.0)  # crop area / image area
     max_rotation: float = 10.0  # degrees
@@ -88,7 +88,7 @@ class TrainConfig:
     early_stopping_patience: int = 0  # stop after this many epochs without a better validation AUC; 0 = off
     max_steps: int = 0  # stop after this many optimizer steps (0 = no limit); for smoke tests
     augment: AugmentSettings = field(default_factory=AugmentSettings)
-    boxes: str | None = None  # CSV of lesion boxes on some train images (medklip.boxes); None: image labels only
+    boxes: str | None = None  # CSV of lesion boxes on some train images (medklip.data.boxes); None: image labels only
 
 
 @dataclass

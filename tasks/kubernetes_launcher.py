@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks.launchers import Step, StepError
+from tasks.step import Step, StepError
 
 TORCHRUN_FLAGS_END = "-m"  # the multi-node template's torchrun flags end where the module to run begins
 

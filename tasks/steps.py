@@ -13,8 +13,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from medklip.tracking import TrackingUnavailable
-from tasks.launchers import Step, TransientStepError
+from medklip.tracking.runs import TrackingUnavailable
+from tasks.step import Step, TransientStepError
 
 
 def transient(task, task_run, state) -> bool:
@@ -40,7 +40,7 @@ MEDKLIP = ["-m", "medklip.cli"]
 
 @task(name="prepare", **RETRIES)
 def prepare(launcher, source: str, data_dir: Path) -> str:
-    from medklip.prepare import is_prepared
+    from medklip.data.prepare import is_prepared
 
     if is_prepared(source, data_dir):
         get_run_logger().info("%s already holds %s with these settings: skipped", data_dir, source)
@@ -53,7 +53,7 @@ def prepare(launcher, source: str, data_dir: Path) -> str:
 
 @task(name="extract", **RETRIES)
 def extract(launcher, data_dir: Path, extractor: str, cache: Path) -> str:
-    from medklip.extract import is_extracted
+    from medklip.labels.extract import is_extracted
 
     if is_extracted(data_dir / "reports.parquet", data_dir / "triplets.parquet", extractor):
         get_run_logger().info("%s/triplets.parquet is up to date (%s): skipped", data_dir, extractor)
@@ -80,6 +80,6 @@ def evaluate(launcher, weights: Path, data_dir: Path, out: Path) -> dict:
 
 @task(name="register", **RETRIES)
 def register(run_id: str, name: str, margin: float, resamples: int) -> dict:
-    from medklip.registry import register as register_version
+    from medklip.tracking.registry import register as register_version
 
     return register_version(run_id, name, margin=margin, n_resamples=resamples)

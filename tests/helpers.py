@@ -46,7 +46,7 @@ def write_clean_folder(folder: Path, n: int, size: tuple[int, int] = (280, 256))
 def radiograph_png(path: Path) -> Path:
     """A synthetic chest radiograph saved as a 256 px PNG (tests make their own images; the shared samples beside
     the repository are not there on every checkout)."""
-    from medklip.synthetic import make_case
+    from medklip.data.synthetic import make_case
 
     Image.fromarray(make_case(seed=0, index=1, size=256).image).save(path)
     return path
@@ -54,8 +54,8 @@ def radiograph_png(path: Path) -> Path:
 
 def prepared_synthetic(out: Path, n: int, seed: int, size: int = 64, val: float = 0.2, test: float = 0.1) -> Path:
     """A small prepared synthetic data set with its triplets: what training, tracking and launch tests start from."""
-    from medklip.extract import extract_file
-    from medklip.prepare import PrepareConfig, prepare
+    from medklip.data.prepare import PrepareConfig, prepare
+    from medklip.labels.extract import extract_file
 
     config = PrepareConfig(workers=2, short_side=64, val_fraction=val, test_fraction=test)
     prepare(f"synthetic://{n}?seed={seed}&size={size}", out, config)

@@ -129,7 +129,7 @@ def build_tiny_radgraph(root: Path, model_type: str = "modern-radgraph-xl", seed
     from radgraph.allennlp.modules import text_field_embedders, token_embedders
     from radgraph.dygie.models import dygie
 
-    from medklip.radgraph_extractor import tokenizer_api_compat
+    from medklip.labels.radgraph_extractor import tokenizer_api_compat
 
     root = Path(root)
     model_dir = root / model_type

@@ -14,8 +14,9 @@ from prefect.states import Completed, Failed
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.retrain import Promotion, retrain
-from medklip.tracking import TrackingUnavailable
-from tasks.launchers import LocalLauncher, Step, StepError, TransientStepError
+from medklip.tracking.runs import TrackingUnavailable
+from tasks.local_launcher import LocalLauncher
+from tasks.step import Step, StepError, TransientStepError
 from tasks.steps import transient
 
 SOURCE = "synthetic://80?seed=1&size=64"

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from medklip.checkpoint import load_model
-from medklip.predict import predict_files
+from medklip.evaluation.predict import predict_files
+from medklip.training.checkpoints import load_model
 from tests.helpers import prepared_synthetic, radiograph_png
 from tests.servers import BIN, mlflow_server, s3_endpoint
 

@@ -7,7 +7,7 @@ import kubernetes_validate
 import pytest
 
 from tasks.kubernetes_launcher import KubernetesLauncher, diagnose
-from tasks.launchers import Step, StepError
+from tasks.step import Step, StepError
 from tests.k8s.kubelet import ApiObject, patch_api
 from tests.k8s.test_manifests import ROOT, env_of
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tasks.kubernetes_launcher import KubernetesLauncher
-from tasks.launchers import Step
+from tasks.step import Step
 from tests.helpers import prepared_synthetic
 from tests.k8s import kubelet
 from tests.k8s.test_manifests import ROOT, env_of

@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
-from medklip.augment import AugmentConfig, WarpParams, full_view, sample_params, warp_batch
-from medklip.boxes import patch_mask, read_boxes
 from medklip.config import LossConfig
-from medklip.data import CXRDataset, PreparedData
-from medklip.entities import ENTITIES, entity_index
-from medklip.grounding import _in_boxes, patch_peaks, rescale_boxes
-from medklip.losses import MedKLIPLoss
-from medklip.prepare import PrepareConfig, prepare
-from medklip.sources import DataError
+from medklip.data.augment import AugmentConfig, WarpParams, full_view, sample_params, warp_batch
+from medklip.data.boxes import patch_mask, read_boxes
+from medklip.data.dataset import CXRDataset
+from medklip.data.prepare import PrepareConfig, PreparedData, prepare
+from medklip.data.sources import DataError
+from medklip.model.grounding import _in_boxes, patch_peaks, rescale_boxes
+from medklip.model.losses import MedKLIPLoss
+from medklip.vocabulary import ENTITIES, entity_index
 
 NODULE = entity_index("nodule")
 EFFUSION = entity_index("effusion")

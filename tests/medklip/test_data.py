@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medklip.augment import AugmentConfig, WarpParams, full_view, sample_params, warp_batch
-from medklip.data import CXRDataset, PreparedData, make_loader
-from medklip.prepare import PrepareConfig, prepare
+from medklip.data.augment import AugmentConfig, WarpParams, full_view, sample_params, warp_batch
+from medklip.data.dataset import CXRDataset, make_loader
+from medklip.data.prepare import PrepareConfig, PreparedData, prepare
 from tests.helpers import radiograph, write_clean_folder
 
 

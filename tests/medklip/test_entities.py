@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import medklip.entities as entities_module
-from medklip.entities import (
+import medklip.vocabulary as entities_module
+from medklip.vocabulary import (
     DESCRIPTIONS,
     ENTITIES,
     ENTITY_BY_PHRASE,

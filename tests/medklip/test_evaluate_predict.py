@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from medklip.cli import main
-from medklip.evaluate import load_label_map
-from medklip.sources import DataError
+from medklip.data.sources import DataError
+from medklip.evaluation.evaluate import load_label_map
 from tests.helpers import prepared_synthetic
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from medklip.entities import ENTITIES
-from medklip.evaluation_metrics import (
+from medklip.evaluation.metrics import (
     _draw_counts,
     _layout,
     _resampled_aucs,
@@ -20,6 +19,7 @@ from medklip.evaluation_metrics import (
     evaluate_predictions,
     threshold_metrics,
 )
+from medklip.vocabulary import ENTITIES
 
 
 def _synthetic(n: int, n_entities: int, seed: int, prevalence: float = 0.3, unlabelled: float = 0.2):
@@ -251,7 +251,7 @@ def test_bad_inputs_are_refused():
 
 
 def test_mean_auc_for_validation_averages_scored_entities_only():
-    from medklip.evaluation_metrics import mean_auc
+    from medklip.evaluation.metrics import mean_auc
 
     scores = np.random.default_rng(0).random((40, 75))
     labels = np.full((40, 75), -1)
@@ -264,7 +264,7 @@ def test_mean_auc_for_validation_averages_scored_entities_only():
 
 
 def test_paired_difference_is_zero_for_identical_models_and_positive_for_a_clearly_better_one():
-    from medklip.evaluation_metrics import bootstrap_mean_auc, paired_mean_auc_difference
+    from medklip.evaluation.metrics import bootstrap_mean_auc, paired_mean_auc_difference
 
     rng = np.random.default_rng(3)
     labels = rng.choice([1, 0, -1], size=(300, 6), p=[0.3, 0.6, 0.1]).astype(np.int8)
@@ -284,7 +284,7 @@ def test_paired_difference_is_zero_for_identical_models_and_positive_for_a_clear
 
 
 def test_paired_difference_without_any_entity_with_both_classes_is_undefined():
-    from medklip.evaluation_metrics import paired_mean_auc_difference
+    from medklip.evaluation.metrics import paired_mean_auc_difference
 
     labels = np.zeros((10, 3), dtype=np.int8)
     result = paired_mean_auc_difference(np.zeros((10, 3)), np.ones((10, 3)), labels, n_resamples=10)

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from medklip.cli import main
-from medklip.extract import extract_file, extract_table, merge, read_summary, shard_of
-from medklip.rule_extractor import RuleExtractor
-from medklip.sources import DataError
+from medklip.data.sources import DataError
+from medklip.labels.extract import extract_file, extract_table, merge, read_summary, shard_of
+from medklip.labels.rule_extractor import RuleExtractor
 
 PHRASES = [
     "Small left pleural effusion.",
@@ -135,7 +135,7 @@ def test_bad_reports_are_counted_not_fatal(tmp_path):
 
 
 def test_cli_extract_on_a_prepared_folder_and_errors(tmp_path, capsys, clean_folder):
-    from medklip.prepare import PrepareConfig, prepare
+    from medklip.data.prepare import PrepareConfig, prepare
 
     prepare(f"folder://{clean_folder}", tmp_path / "prepared", PrepareConfig(workers=1))
     assert main(["extract", "--data", str(tmp_path / "prepared")]) == 0
@@ -150,7 +150,7 @@ def test_cli_extract_on_a_prepared_folder_and_errors(tmp_path, capsys, clean_fol
 
 
 def test_merged_shards_of_a_reports_file_count_as_extracted(tmp_path):
-    from medklip.extract import extract_file, is_extracted, merge
+    from medklip.labels.extract import extract_file, is_extracted, merge
 
     reports = tmp_path / "reports.csv"
     reports.write_text(

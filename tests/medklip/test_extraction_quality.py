@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medklip.extraction_quality import format_table, load_labelled, score
-from medklip.rule_extractor import RuleExtractor
-from medklip.triplets import Triplet
+from medklip.labels.quality import format_table, load_labelled, score
+from medklip.labels.rule_extractor import RuleExtractor
+from medklip.labels.triplets import Triplet
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -45,8 +45,8 @@ def test_rules_on_the_held_out_set():
 def test_rules_recover_the_synthetic_ground_truth(tmp_path):
     import pandas as pd
 
-    from medklip import synthetic
-    from medklip.extract import extract_file
+    from medklip.data import synthetic
+    from medklip.labels.extract import extract_file
 
     synthetic.generate(tmp_path, n=400, seed=7, size=64, workers=2)
     extract_file(tmp_path / "reports.csv", tmp_path / "triplets.parquet")

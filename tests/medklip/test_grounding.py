@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from medklip.config import load_config
-from medklip.entities import ENTITIES, entity_index
-from medklip.grounding import (
+from medklip.model.grounding import (
     attention_heatmaps,
     merge_pointing_results,
     patch_peaks,
@@ -19,7 +18,8 @@ from medklip.grounding import (
     pointing_game_from_truth,
     rescale_boxes,
 )
-from medklip.model import MedKLIP
+from medklip.model.network import MedKLIP
+from medklip.vocabulary import ENTITIES, entity_index
 
 
 def uniform_attention(batch: int = 1, layers: int = 2, tokens: int = 196) -> torch.Tensor:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medklip.images import BadImage, decode_image, resize_short_side
+from medklip.data.images import BadImage, decode_image, resize_short_side
 from tests.helpers import radiograph
 
 

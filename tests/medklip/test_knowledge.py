@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medklip.knowledge import encode_knowledge, encode_texts, resolve_text_encoder
+from medklip.labels.knowledge import encode_knowledge, encode_texts, resolve_text_encoder
 
 
 def test_packaged_encoder_embeds_the_vocabulary_offline(monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from medklip.config import LossConfig
-from medklip.losses import MedKLIPLoss
+from medklip.model.losses import MedKLIPLoss
 
 
 def outputs(batch: int = 2, dim: int = 8, requires_grad: bool = True) -> dict[str, torch.Tensor]:

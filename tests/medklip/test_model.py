@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from medklip.config import load_config
-from medklip.grounding import attention_heatmaps
-from medklip.model import MedKLIP
+from medklip.model.grounding import attention_heatmaps
+from medklip.model.network import MedKLIP
 
 
 def tiny(text_dim: int = 24) -> MedKLIP:
@@ -31,7 +31,7 @@ def test_forward_shapes_and_no_nan():
 
 
 def test_the_reference_decoder_attends_to_patches_only(tmp_path):
-    from medklip.checkpoint import load_model, save_weights
+    from medklip.training.checkpoints import load_model, save_weights
 
     config = load_config("debug", {"model.attention_token_norm": False, "model.attention_sink": False})
     torch.manual_seed(0)
@@ -110,7 +110,7 @@ def test_channels_last_and_checkpointing_do_not_change_results():
     torch.manual_seed(1)
     assert torch.allclose(model(images)["exist_logits"], checkpointed, atol=1e-4)
 
-    # The attention a box loss trains on (medklip.losses) gets the same gradients through checkpointed layers.
+    # The attention a box loss trains on (medklip.model.losses) gets the same gradients through checkpointed layers.
     gradients = []
     for enabled in (True, False):
         model.set_gradient_checkpointing(enabled)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medklip import plots
-from medklip.entities import ENTITIES, entity_index
+from medklip.evaluation import plots
+from medklip.vocabulary import ENTITIES, entity_index
 
 
 def open_png(path: Path, min_side: int = 300) -> np.ndarray:
@@ -163,7 +163,7 @@ def saturated(pixels: np.ndarray) -> int:
 
 
 def grounding_result(bounded: bool) -> dict:
-    from medklip.grounding import merge_pointing_results
+    from medklip.model.grounding import merge_pointing_results
 
     rows = {"effusion": [12, 80, 44], "nodule": [1, 29, 15], "cardiomegaly": [20, 52, 30], "tube": [0, 28, 14]}
     per_entity = {}

@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from medklip.data import PreparedData
-from medklip.prepare import PrepareConfig, assign_splits, prepare
-from medklip.sources import DataError, open_source
+from medklip.data.prepare import PrepareConfig, PreparedData, assign_splits, prepare
+from medklip.data.sources import DataError, open_source
 from tests.helpers import GOOD_REPORT, radiograph, write_reports
 
 KEPT = {"good", "rgb", "sixteen_bit", "rgba", "palette", "cmyk", "large"}

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-import medklip.radgraph_extractor as module
-from medklip.entities import ENTITY_BY_PHRASE
-from medklip.radgraph_extractor import (
+import medklip.labels.radgraph_extractor as module
+from medklip.labels.radgraph_extractor import (
     RadGraphExtractor,
     RadGraphModelNotFoundError,
     annotations_to_triplets,
     observation_entity,
 )
-from medklip.triplets import Triplet, validate
+from medklip.labels.triplets import Triplet, validate
+from medklip.vocabulary import ENTITY_BY_PHRASE
 
 XL = {
     "OBS-DP": "Observation::definitely present",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from medklip.report_text import clean, split_sentences
-from medklip.rule_extractor import RuleExtractor
+from medklip.labels.report_text import clean, split_sentences
+from medklip.labels.rule_extractor import RuleExtractor
 
 extractor = RuleExtractor()
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medklip import synthetic
-from medklip.entities import ENTITIES, POSITIONS
+from medklip.data import synthetic
+from medklip.vocabulary import ENTITIES, POSITIONS
 
 BATCH = 300
 BATCH_SIZE_PX = 128  # reports and truth do not depend on the image size; small images keep the batch fast

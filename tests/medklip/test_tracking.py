@@ -15,15 +15,16 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from medklip import registry, tracking
-from medklip.checkpoint import load_model
 from medklip.cli import main
 from medklip.config import flatten, load_config, to_dict
-from medklip.entities import ENTITIES
-from medklip.evaluate import read_predictions, write_predictions
-from medklip.extract import file_sha256
-from medklip.images import decode_image
-from medklip.predict import predict_files
+from medklip.data.images import decode_image
+from medklip.evaluation.evaluate import read_predictions, write_predictions
+from medklip.evaluation.predict import predict_files
+from medklip.labels.extract import file_sha256
+from medklip.tracking import pyfunc, registry
+from medklip.tracking import runs as tracking
+from medklip.training.checkpoints import load_model
+from medklip.vocabulary import ENTITIES
 from tests.helpers import prepared_synthetic, radiograph_png
 from tests.servers import free_port
 
@@ -107,7 +108,7 @@ def test_resumed_training_logs_into_the_same_run(tracked, tmp_path):
 
 
 def test_logged_model_is_code_plus_safetensors_and_predicts_bytes_base64_and_arrays(tracked, tmp_path):
-    model_uri = client().get_run(tracked["run_id"]).data.tags[tracking.MODEL_URI_TAG]
+    model_uri = client().get_run(tracked["run_id"]).data.tags[pyfunc.MODEL_URI_TAG]
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(tmp_path)))
     assert list(local.rglob("*.safetensors")) and not list(local.rglob("*.pkl")), "weights, not a pickle"
     assert (local / "mlflow_model.py").is_file() or list(local.rglob("mlflow_model.py"))
@@ -144,13 +145,13 @@ def test_unreachable_server_is_an_error_before_training(tracked, tmp_path, monke
 # --- registry -----------------------------------------------------------------------------------------------------
 def evaluated_run(tracked, scores: np.ndarray, tags: dict | None = None) -> str:
     """A run with its own logged model (the tracked weights), a mean AUC and a predictions file of `scores`."""
-    from medklip.evaluation_metrics import mean_auc
+    from medklip.evaluation.metrics import mean_auc
 
     ids, _, labels = read_predictions(tracked["out"] / "predictions.parquet")
     mlflow_client = client()
     experiment = tracking.experiment_id(mlflow_client)
     run_id = mlflow_client.create_run(experiment).info.run_id
-    tracking.log_model(mlflow_client, run_id, tracked["weights"])
+    pyfunc.log_model(mlflow_client, run_id, tracked["weights"])
     folder = tracked["root"] / run_id
     write_predictions(folder / "predictions.parquet", ids, scores, labels)
     mlflow_client.log_artifact(run_id, str(folder / "predictions.parquet"), "evaluation")

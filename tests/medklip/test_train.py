@@ -15,12 +15,11 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from medklip.checkpoint import CheckpointError, load_model, read_header
 from medklip.cli import main
-from medklip.data import PreparedData
-from medklip.extract import file_sha256
-from medklip.prepare import PrepareConfig, prepare
-from medklip.tracking import tracking_uri
+from medklip.data.prepare import PrepareConfig, PreparedData, prepare
+from medklip.labels.extract import file_sha256
+from medklip.tracking.runs import tracking_uri
+from medklip.training.checkpoints import CheckpointError, load_model, read_header
 from tests.helpers import prepared_synthetic
 
 pytestmark = pytest.mark.slow
@@ -93,7 +92,7 @@ def test_corrupt_checkpoint_is_an_error_not_a_fresh_start(data, tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(data, tmp_path, monkeypatch):
-    from medklip import losses
+    from medklip.model import losses
 
     save = tmp_path / "ckpt"
     assert run(data, save, "--max-steps", "2", "--set", "train.save_every_steps=1") == 0
@@ -106,7 +105,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(data, t
         return terms
 
     monkeypatch.setattr(losses.MedKLIPLoss, "forward", poisoned)
-    from medklip.train import TrainingError
+    from medklip.training.trainer import TrainingError
 
     with pytest.raises(TrainingError, match="loss is nan"):
         run(data, save, "--max-steps", "4")
@@ -147,7 +146,7 @@ def test_torchrun_two_processes_train_with_ddp(data, tmp_path):
     # Only rank 0 talks to MLflow: one run for this folder, with one value per epoch.
     from mlflow import MlflowClient
 
-    from medklip.tracking import experiment_id, tracking_uri
+    from medklip.tracking.runs import experiment_id, tracking_uri
 
     client = MlflowClient(tracking_uri())
     runs = client.search_runs([experiment_id(client)], f"tags.`medklip.save_dir` = '{(tmp_path / 'ckpt').resolve()}'")

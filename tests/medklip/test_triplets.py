@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medklip.entities import ENTITIES, POSITIONS
-from medklip.triplets import Triplet, existence_vector, labels_from_table, validate
+from medklip.labels.triplets import Triplet, existence_vector, labels_from_table, validate
+from medklip.vocabulary import ENTITIES, POSITIONS
 
 E = ENTITIES.index
 P = POSITIONS.index

@@ -1,0 +1,356 @@
+"""Prepare a source once: decode every image, store uint8 shards for fast random access, plus the reports table.
+
+    medklip data prepare --source synthetic://2000?seed=0 --out data/demo
+    medklip data prepare --source folder:///data/hospital --out data/hospital
+    medklip data prepare --source hf://itsanmolgupta/mimic-cxr-dataset --out data/mimic
+
+Output folder:
+    shards/images-NNNNN.u8   raw uint8 pixels, images back to back (read with np.memmap)
+    reports.parquet          one row per kept image: id, findings, impression, image, split, report_sha256,
+                             shard, offset, height, width
+    manifest.json            n_images, n_skipped, skipped [{id, path, reason}], splits, settings, fingerprint
+    truth.csv                copied from the source when it has one (synthetic data)
+
+Preparing the same input with the same settings again does nothing: the manifest's fingerprint matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import logging
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from filelock import FileLock
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from medklip.data.images import MIN_SIDE, BadImage, decode_image
+from medklip.data.sources import DataError, Record, open_source
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "medklip-prepared/2"  # 2: source_height/source_width columns
+WINDOW = 256  # records decoded per round trip to the worker pool (bounds memory for in-memory sources)
+MAX_STUDY_IMAGES = 4  # a duplicate report shared by more rows than this is boilerplate, not one study
+
+
+@dataclass
+class PrepareConfig:
+    """Settings of `prepare`; all but `workers` go into the fingerprint."""
+
+    short_side: int = 256  # images are resized so the shorter side has this many pixels
+    min_side: int = MIN_SIDE  # source images smaller than this on a side are skipped as "tiny"
+    val_fraction: float = 0.1  # share of split groups assigned to validation
+    test_fraction: float = 0.1  # share of split groups assigned to test
+    split_seed: int = 0  # changes the split assignment (a hash of seed and group key)
+    shard_bytes: int = 256 * 2**20  # a new shard file starts after this many bytes of pixels
+    workers: int | None = None  # decoding processes (None: all cores; 1: no pool)
+
+    def __post_init__(self):
+        if self.short_side < self.min_side:
+            raise ValueError(f"short_side {self.short_side} is below min_side {self.min_side}")
+        fractions = (self.val_fraction, self.test_fraction)
+        if not (all(0 <= value < 1 for value in fractions) and sum(fractions) < 1):
+            raise ValueError("val_fraction and test_fraction must be in [0, 1) and sum to less than 1")
+
+
+def report_sha256(findings: str, impression: str) -> str:
+    """The report's identity for caching and duplicate detection: whitespace-normalised findings + impression."""
+    text = " ".join(findings.split()) + "\n" + " ".join(impression.split())
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def assign_splits(
+    keys: list[str], report_hashes: list[str], val_fraction: float, test_fraction: float, seed: int
+) -> list[str]:
+    """Assigns train/val/test by hashing a group key, so a row's split never changes when the data set grows.
+
+    The group key is the source's study/patient id when it has one. Without one (the MIMIC-CXR mirror has no patient
+    ids), rows that share an exact report are taken to be images of one study and kept together, unless more than
+    `MAX_STUDY_IMAGES` rows share it: such reports ("No acute cardiopulmonary process.") are boilerplate written for
+    many patients, and each of those rows is assigned on its own.
+    """
+    counts = Counter(report_hashes)
+    splits = []
+    for key, report_hash in zip(keys, report_hashes, strict=True):
+        group = key if key.startswith("group:") or counts[report_hash] > MAX_STUDY_IMAGES else f"report:{report_hash}"
+        position = int(hashlib.sha256(f"{seed}:{group}".encode()).hexdigest()[:15], 16) / 16**15
+        if position < test_fraction:
+            splits.append("test")
+        elif position < test_fraction + val_fraction:
+            splits.append("val")
+        else:
+            splits.append("train")
+    return splits
+
+
+def _decode(job: tuple[str | None, bytes | None, int, int]) -> tuple[np.ndarray | None, str | None, tuple[int, int]]:
+    """Worker: (path, bytes, short_side, min_side) -> (pixels or None, skip reason or None, source (height, width))."""
+    path, data, short_side, min_side = job
+    try:
+        if data is None:
+            if path is None:
+                raise BadImage("missing file", "no image given")
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except FileNotFoundError:
+                raise BadImage("missing file") from None
+            except OSError as error:
+                raise BadImage("unreadable file", str(error)) from error
+        pixels = decode_image(data, short_side=short_side, min_side=min_side)
+        with Image.open(io.BytesIO(data)) as header:  # the source size (boxes and annotations refer to it)
+            width, height = ImageOps.exif_transpose(header).size if header.getexif().get(0x0112) else header.size
+        return pixels, None, (height, width)
+    except BadImage as error:
+        return None, str(error), (0, 0)
+
+
+def _screen(records: Iterator[Record], skipped: list[dict]) -> Iterator[Record]:
+    """Drops rows that need no decoding to reject (no report text, duplicate ids), noting them in `skipped`."""
+    seen = set()
+    for record in records:
+        if not record.id:
+            skipped.append({"id": "", "path": record.image_ref, "reason": "empty id"})
+        elif record.id in seen:
+            skipped.append({"id": record.id, "path": record.image_ref, "reason": "duplicate id"})
+        elif not (record.findings.strip() or record.impression.strip()):
+            skipped.append({"id": record.id, "path": record.image_ref, "reason": "no report text"})
+        else:
+            yield record
+        seen.add(record.id)
+
+
+def _windows(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while window := list(itertools.islice(iterator, size)):
+        yield window
+
+
+class _ShardWriter:
+    """Appends images to raw uint8 shard files, starting a new file past `shard_bytes`."""
+
+    def __init__(self, folder: Path, shard_bytes: int):
+        self.folder = folder
+        self.shard_bytes = shard_bytes
+        self.names: list[str] = []
+        self.handle = None
+        self.written = 0
+
+    def add(self, pixels: np.ndarray) -> tuple[int, int]:
+        if self.handle is None or self.written >= self.shard_bytes:
+            self._next()
+        offset = self.written
+        self.handle.write(np.ascontiguousarray(pixels).tobytes())
+        self.written += pixels.size
+        return len(self.names) - 1, offset
+
+    def _next(self):
+        self.close()
+        name = f"shards/images-{len(self.names):05d}.u8"
+        self.names.append(name)
+        self.handle = open(self.folder / name, "wb")  # noqa: SIM115 - closed in close()
+        self.written = 0
+
+    def close(self):
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+def _fingerprint(source_fingerprint: dict, config: PrepareConfig) -> str:
+    settings = {key: value for key, value in asdict(config).items() if key != "workers"}
+    blob = json.dumps({"format": FORMAT, "source": source_fingerprint, "settings": settings}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def load_manifest(out: str | Path) -> dict | None:
+    """The manifest of a prepared folder, or None if it has not been (completely) prepared."""
+    path = Path(out) / "manifest.json"
+    if not path.is_file():
+        return None
+    manifest = json.loads(path.read_text())
+    if not all((Path(out) / name).is_file() for name in manifest.get("shards", [])):
+        return None
+    return manifest
+
+
+def is_prepared(source: str, out: str | Path, config: PrepareConfig | None = None) -> bool:
+    """Whether `out` already holds `source` prepared with these settings (then `prepare` would do nothing)."""
+    existing = load_manifest(Path(out))
+    if not existing:
+        return False
+    config = config or PrepareConfig()
+    opened = open_source(source, workdir=out, workers=config.workers)
+    return existing.get("fingerprint") == _fingerprint(opened.fingerprint(), config)
+
+
+def prepare(source: str, out: str | Path, config: PrepareConfig | None = None, progress: bool = False) -> dict:
+    """Decodes, resizes and shards a source into `out` (see the module docstring). Idempotent.
+
+    Args:
+        source: a source URI (`medklip.data.sources.open_source`).
+        out: output folder.
+        config: settings; defaults to `PrepareConfig()`.
+        progress: show a progress bar.
+
+    Returns:
+        The manifest dict (also in `out/manifest.json`), with `"reused": True` when nothing had to be done.
+    """
+    config = config or PrepareConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out / ".prepare.lock")):
+        opened = open_source(source, workdir=out, workers=config.workers)
+        fingerprint = _fingerprint(opened.fingerprint(), config)
+        existing = load_manifest(out)
+        if existing and existing.get("fingerprint") == fingerprint:
+            logger.info("%s is up to date with %s; nothing to do", out, source)
+            return {**existing, "reused": True}
+        manifest = _build(opened, source, out, config, fingerprint, progress)
+    logger.info("prepared %d images (%d skipped) into %s", manifest["n_images"], manifest["n_skipped"], out)
+    return manifest
+
+
+def _build(opened, source: str, out: Path, config: PrepareConfig, fingerprint: str, progress: bool) -> dict:
+    staging = out / f".staging-{uuid.uuid4().hex[:8]}"
+    (staging / "shards").mkdir(parents=True)
+    writer = _ShardWriter(staging, config.shard_bytes)
+    pool = None
+    if config.workers != 1:
+        pool = ProcessPoolExecutor(max_workers=config.workers, mp_context=get_context("spawn"))
+    bar = tqdm(total=len(opened), desc="prepare", unit="img", disable=not progress)
+    try:
+        rows, skipped = [], []
+        # Bounded windows keep memory flat: a Hugging Face source hands us encoded bytes, not paths.
+        for window in _windows(_screen(opened.records(), skipped), WINDOW):
+            jobs = [(r.image_path, r.image_bytes, config.short_side, config.min_side) for r in window]
+            results = pool.map(_decode, jobs, chunksize=8) if pool else map(_decode, jobs)
+            for record, (pixels, reason, source_size) in zip(window, results, strict=True):
+                if pixels is None:
+                    skipped.append({"id": record.id, "path": record.image_ref, "reason": reason})
+                    continue
+                shard, offset = writer.add(pixels)
+                rows.append(
+                    {
+                        "id": record.id,
+                        "findings": record.findings,
+                        "impression": record.impression,
+                        "image": record.image_ref,
+                        "group": f"group:{record.group}" if record.group else f"id:{record.id}",
+                        "report_sha256": report_sha256(record.findings, record.impression),
+                        "shard": shard,
+                        "offset": offset,
+                        "height": pixels.shape[0],
+                        "width": pixels.shape[1],
+                        "source_height": source_size[0],
+                        "source_width": source_size[1],
+                    }
+                )
+            bar.n = len(rows) + len(skipped)
+            bar.refresh()
+        writer.close()
+        if not rows:
+            raise DataError(f"{source}: no usable images ({len(skipped)} skipped); first reasons: {skipped[:3]}")
+        table = pd.DataFrame(rows)
+        table["split"] = assign_splits(
+            list(table["group"]),
+            list(table["report_sha256"]),
+            config.val_fraction,
+            config.test_fraction,
+            config.split_seed,
+        )
+        table.to_parquet(staging / "reports.parquet", index=False)
+        if opened.truth_path is not None:
+            shutil.copyfile(opened.truth_path, staging / "truth.csv")
+        manifest = {
+            "format": FORMAT,
+            "source": source,
+            "fingerprint": fingerprint,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "settings": {key: value for key, value in asdict(config).items() if key != "workers"},
+            "n_images": len(table),
+            "n_skipped": len(skipped),
+            "skipped": skipped,
+            "skipped_by_reason": dict(Counter(item["reason"].split(":")[0] for item in skipped)),
+            "splits": {name: int((table["split"] == name).sum()) for name in ("train", "val", "test")},
+            "shards": writer.names,
+            "truth": "truth.csv" if opened.truth_path is not None else None,
+        }
+        _publish(staging, out, manifest)
+        return manifest
+    finally:
+        bar.close()
+        writer.close()
+        if pool is not None:
+            pool.shutdown()
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, out: Path, manifest: dict) -> None:
+    """Moves a finished build into place; the manifest goes last, so its presence means complete."""
+    (out / "manifest.json").unlink(missing_ok=True)
+    shutil.rmtree(out / "shards", ignore_errors=True)
+    (out / "truth.csv").unlink(missing_ok=True)
+    for item in staging.iterdir():
+        item.replace(out / item.name)
+    temporary = out / "manifest.json.tmp"
+    temporary.write_text(json.dumps(manifest, indent=2))
+    temporary.replace(out / "manifest.json")
+
+
+# --- reading a prepared folder -------------------------------------------------------------------------------------
+SPLITS = ("train", "val", "test")
+
+
+class PreparedData:
+    """A prepared folder: the reports table plus lazily opened, read-only memory maps of the shards."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        manifest = load_manifest(self.root)
+        if manifest is None:
+            raise DataError(f"{self.root}: not a prepared data folder (run `medklip data prepare --out {self.root}`)")
+        self.manifest = manifest
+        self.table = pd.read_parquet(self.root / "reports.parquet")
+        # Plain arrays: a pandas row lookup per image would cost more than the image itself.
+        self._layout = self.table[["shard", "offset", "height", "width"]].to_numpy(dtype=np.int64)
+        self._maps: dict[int, np.memmap] = {}
+
+    def __getstate__(self):
+        # Memory maps are reopened in each DataLoader worker rather than pickled.
+        return {**self.__dict__, "_maps": {}}
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def _shard(self, shard: int) -> np.memmap:
+        if shard not in self._maps:
+            self._maps[shard] = np.memmap(self.root / self.manifest["shards"][shard], dtype=np.uint8, mode="r")
+        return self._maps[shard]
+
+    def image(self, row: int) -> np.ndarray:
+        """The (H, W) uint8 image of table row `row` (a view into the shard; copy before writing)."""
+        shard, start, height, width = self._layout[row]
+        return self._shard(int(shard))[start : start + height * width].reshape(height, width)
+
+    def rows(self, split: str | None) -> np.ndarray:
+        """Row numbers of a split (`train`, `val`, `test`), or all rows for None."""
+        if split is None:
+            return np.arange(len(self.table))
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
+        return np.flatnonzero(self.table["split"].to_numpy() == split)

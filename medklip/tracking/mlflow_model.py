@@ -1,0 +1,9 @@
+"""The code MLflow stores with each logged MedKLIP model (models-from-code): loading runs this file.
+
+It builds `medklip.tracking.pyfunc.MedKLIPPyfunc`, which reads the model's safetensors weights; no object is pickled.
+The environment that loads the model needs `medklip` installed.
+"""
+
+from medklip.tracking.pyfunc import set_pyfunc_model
+
+set_pyfunc_model()
