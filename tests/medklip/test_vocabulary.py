@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-import medklip.vocabulary as entities_module
+import medklip.vocabulary as vocabulary_module
 from medklip.vocabulary import (
     DESCRIPTIONS,
     ENTITIES,
@@ -479,13 +483,72 @@ def test_longest_match_picks_the_specific_position(text, expected):
 # --- dependencies ----------------------------------------------------------------------------------------------------
 
 
-def test_module_imports_only_the_standard_library():
+def test_module_imports_only_the_standard_library_and_yaml():
     # Parsed rather than imported: medklip/__init__ may pull in torch for other modules, this file must not.
-    tree = ast.parse(Path(entities_module.__file__).read_text())
+    tree = ast.parse(Path(vocabulary_module.__file__).read_text())
     imported = {
         alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
     }
     imported |= {
         node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }
-    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+    assert imported <= set(sys.stdlib_module_names) | {"__future__", "yaml"}, imported
+
+
+# --- the knowledge file ----------------------------------------------------------------------------------------------
+
+# The sha256 of every table as it stood in Python literals before it moved to vocabulary.yaml (commit 835e033). A
+# change of the knowledge text or phrases is a change of the model's queries and of extraction: update this on purpose.
+VOCABULARY_SHA256 = "0d08e2eef5ef30c84f88e3e22a0de52d5baa434363bd5c0537d0dd7ef5f2ad8d"
+TABLES = (
+    "ENTITIES", "POSITIONS", "DESCRIPTIONS", "SYNONYMS", "POSITION_PROMPTS", "POSITION_SYNONYMS", "ENTITY_BY_PHRASE",
+    "POSITION_BY_PHRASE", "EXCLUDED_OBSERVATIONS", "UNSEEN_ENTITIES", "NORMAL_ENTITIES", "TAIL_ENTITY",
+    "EXCLUDED_ENTITY", "UNSPECIFIED_POSITION", "OTHER_POSITION",
+)  # fmt: skip
+
+
+def vocabulary_sha256(module) -> str:
+    return hashlib.sha256(json.dumps({name: getattr(module, name) for name in TABLES}).encode()).hexdigest()
+
+
+def test_the_vocabulary_is_what_it_was_before_the_move():
+    assert vocabulary_sha256(vocabulary_module) == VOCABULARY_SHA256
+
+
+def test_the_digest_sees_a_changed_phrase(monkeypatch):
+    # Negative control: one phrase fewer changes the digest.
+    changed = dict(SYNONYMS, effusion=SYNONYMS["effusion"][1:])
+    monkeypatch.setattr(vocabulary_module, "SYNONYMS", changed)
+    assert vocabulary_sha256(vocabulary_module) != VOCABULARY_SHA256
+
+
+def broken_copy(tmp_path, edit) -> Path:
+    path = tmp_path / "vocabulary.yaml"
+    shutil.copy(vocabulary_module.KNOWLEDGE_FILE, path)
+    data = yaml.safe_load(path.read_text())
+    edit(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["descriptions"].pop("pneumonia"), r"descriptions .*missing \['pneumonia'\]"),
+        (lambda d: d["position_prompts"].update(spleen="It is in the spleen."), r"unknown \['spleen'\]"),
+        (lambda d: d["synonyms"]["nodule"].append("pleural effusion"), "'pleural effusion' has two owners"),
+        (lambda d: d["position_synonyms"]["trachea"].append("left lung"), "'left lung' has two owners"),
+        (lambda d: d["synonyms"]["mass"].append("Mass"), "lower-case"),
+        (lambda d: d["descriptions"].update(normal=" "), "descriptions without text: \\['normal'\\]"),
+        (lambda d: d.pop("synonyms"), "expected the tables"),
+        (lambda d: d.update(descriptions=dict(reversed(list(d["descriptions"].items())))), "in label order"),
+    ],
+)
+def test_a_broken_knowledge_file_is_refused_naming_the_fault(tmp_path, edit, message):
+    with pytest.raises(ValueError, match=message):
+        vocabulary_module._load_knowledge(broken_copy(tmp_path, edit))
+
+
+def test_the_shipped_knowledge_file_loads_into_the_tables():
+    data = vocabulary_module._load_knowledge(vocabulary_module.KNOWLEDGE_FILE)
+    assert data["descriptions"] == DESCRIPTIONS and list(data["synonyms"]) == list(SYNONYMS)
