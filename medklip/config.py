@@ -38,8 +38,8 @@ class ModelConfig:
     text_pooling: str = "cls"  # "cls" (MedKLIP) or "mean" (sentence-embedding models such as MiniLM)
     text_max_length: int = 128  # tokenizer length for descriptions and position prompts (one length, train and test)
     exclude_unseen: bool = False  # drop MedKLIP's 7 "unseen" entities from the losses (zero-shot ablation)
-    # Not in MedKLIP, for grounding (medklip/model/network.py): cross-attention on layer-normalised patch tokens, and one
-    # learned key/value beside the patches per layer. Both off is the reference decoder.
+    # Not in MedKLIP, for grounding (medklip/model/network.py): cross-attention on layer-normalised patch tokens, and
+    # one learned key/value beside the patches per layer. Both off is the reference decoder.
     attention_token_norm: bool = True
     attention_sink: bool = True
 

@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from medklip.config import PRESETS_DIR
 from medklip.data.dataset import CXRDataset, make_loader
 from medklip.data.prepare import PreparedData
 from medklip.data.sources import DataError, read_reports_csv
@@ -46,7 +47,7 @@ from medklip.vocabulary import ENTITIES
 
 logger = logging.getLogger(__name__)
 
-LABEL_MAPS_DIR = Path(__file__).resolve().parent.parent / "configs" / "label_maps"
+LABEL_MAPS_DIR = PRESETS_DIR / "label_maps"
 
 
 @torch.no_grad()

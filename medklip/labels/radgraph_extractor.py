@@ -163,7 +163,8 @@ def anatomy_positions(entity: str, phrases: list[str]) -> tuple[list[str], set[s
     """Positions of a finding located at the anatomy `phrases` (docs/extraction.md, Position).
 
     Each phrase is matched against the position table; bare side words apply across the finding's phrases
-    ("left" + "lung base" -> left_lower_lung) and `medklip.labels.anatomy.resolve` applies the side defaults and heart rule.
+    ("left" + "lung base" -> left_lower_lung) and `medklip.labels.anatomy.resolve` applies the side defaults and
+    heart rule.
     A phrase that names neither a position nor a side is `other`, unless it is a whole-organ word ("lungs").
 
     Args:

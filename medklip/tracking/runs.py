@@ -7,8 +7,8 @@
 
 A training run holds the resolved config flattened as params, tags with the data fingerprint, the data source, the
 extractor and its output's hash and the git commit, per-step loss and learning rate, per-epoch training and
-validation metrics, `config.json`, `history.jsonl`, and the best model as an MLflow pyfunc (code from
-`medklip/tracking/mlflow_model.py` plus the safetensors weights, with a signature and an input example; nothing pickled).
+validation metrics, `config.json`, `history.jsonl`, and the best model as an MLflow pyfunc (`medklip.tracking.pyfunc`:
+code from `mlflow_model.py` plus the safetensors weights, with a signature and an input example; nothing pickled).
 Evaluation adds `mean_auc`, `accuracy`, `auc/<entity>`..., `metrics.json`, `predictions.parquet` (what the
 registry's promotion gate compares), plots and a few heatmaps. The experiment is `MLFLOW_EXPERIMENT_NAME` (default
 `medklip`).

@@ -21,8 +21,9 @@ from medklip.data.images import decode_image
 from medklip.evaluation.evaluate import read_predictions, write_predictions
 from medklip.evaluation.predict import predict_files
 from medklip.labels.extract import file_sha256
-from medklip.tracking import pyfunc, registry
+from medklip.tracking import registry
 from medklip.tracking import runs as tracking
+from medklip.tracking.pyfunc import MODEL_URI_TAG, log_model
 from medklip.training.checkpoints import load_model
 from medklip.vocabulary import ENTITIES
 from tests.helpers import prepared_synthetic, radiograph_png
@@ -108,7 +109,7 @@ def test_resumed_training_logs_into_the_same_run(tracked, tmp_path):
 
 
 def test_logged_model_is_code_plus_safetensors_and_predicts_bytes_base64_and_arrays(tracked, tmp_path):
-    model_uri = client().get_run(tracked["run_id"]).data.tags[pyfunc.MODEL_URI_TAG]
+    model_uri = client().get_run(tracked["run_id"]).data.tags[MODEL_URI_TAG]
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(tmp_path)))
     assert list(local.rglob("*.safetensors")) and not list(local.rglob("*.pkl")), "weights, not a pickle"
     assert (local / "mlflow_model.py").is_file() or list(local.rglob("mlflow_model.py"))
@@ -151,7 +152,7 @@ def evaluated_run(tracked, scores: np.ndarray, tags: dict | None = None) -> str:
     mlflow_client = client()
     experiment = tracking.experiment_id(mlflow_client)
     run_id = mlflow_client.create_run(experiment).info.run_id
-    pyfunc.log_model(mlflow_client, run_id, tracked["weights"])
+    log_model(mlflow_client, run_id, tracked["weights"])
     folder = tracked["root"] / run_id
     write_predictions(folder / "predictions.parquet", ids, scores, labels)
     mlflow_client.log_artifact(run_id, str(folder / "predictions.parquet"), "evaluation")
