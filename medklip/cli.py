@@ -336,11 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["train"]:  # its own parser, shared with `python -m medklip.train` and torchrun
         from medklip import train
 
-        try:
-            return train.main(argv[1:])
-        except (DataError, ValueError) as error:
-            print(f"medklip train: error: {error}", file=sys.stderr)
-            return 2
+        return train.main(argv[1:])  # errors of the user's making: one line, exit 2
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and getattr(args, "inputs", None) is not None and not any(arg.startswith("-") for arg in extra):

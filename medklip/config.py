@@ -81,12 +81,11 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward to save memory
     num_workers: int = 2  # DataLoader worker processes per training process
     seed: int = 0  # model init, data order, augmentation and negative sampling
-    deterministic: bool = (
-        False  # deterministic algorithms: a killed and resumed run ends where an uninterrupted one does
-    )
+    deterministic: bool = False  # deterministic algorithms: a killed and resumed run ends with the same bytes
     save_every_steps: int = 200  # write `last` this often (and at every epoch end)
     early_stopping_patience: int = 0  # stop after this many epochs without a better validation AUC; 0 = off
     max_steps: int = 0  # stop after this many optimizer steps (0 = no limit); for smoke tests
+    select_by: str = "val_mean_auc"  # model_best's criterion: "val_mean_auc" (needs a val split) or "train_loss"
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     boxes: str | None = None  # CSV of lesion boxes on some train images (medklip.data.boxes); None: image labels only
 
@@ -98,6 +97,73 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class ConfigError(ValueError):
+    """A config value outside what the code can run (one line, naming the field and its range)."""
+
+
+# Every number a config may hold, with the range the code accepts: checked before anything is built or allocated,
+# for presets, flags and the headers of weights files alike. Widths and depths are bounded so that a typed value or a
+# hostile header cannot ask for a model that takes the machine down.
+RANGES: dict[str, tuple[float, float]] = {
+    "model.image_size": (32, 1024),
+    "model.d_model": (8, 4096),
+    "model.num_heads": (1, 64),
+    "model.num_decoder_layers": (1, 48),
+    "model.ffn_dim": (8, 16384),
+    "model.dropout": (0.0, 0.9),
+    "model.text_max_length": (8, 512),
+    "loss.position_weight": (0.0, 100.0),
+    "loss.semantic_weight": (0.0, 100.0),
+    "loss.num_negatives": (1, 50),
+    "loss.box_weight": (0.0, 100.0),
+    "train.epochs": (1, 100_000),
+    "train.batch_size": (1, 4096),
+    "train.lr": (1e-12, 10.0),
+    "train.min_lr": (0.0, 10.0),
+    "train.weight_decay": (0.0, 10.0),
+    "train.warmup_steps": (0, 10**8),
+    "train.grad_clip": (0.0, 1e6),
+    "train.grad_accumulation": (1, 1024),
+    "train.num_workers": (0, 64),
+    "train.seed": (0, 2**31 - 1),
+    "train.save_every_steps": (1, 10**9),
+    "train.early_stopping_patience": (0, 100_000),
+    "train.max_steps": (0, 10**10),
+    "train.augment.max_rotation": (0.0, 45.0),
+    "train.augment.brightness": (0.0, 0.9),
+    "train.augment.contrast": (0.0, 0.9),
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
+    "model.text_pooling": ("cls", "mean"),
+    "train.amp": ("auto", "bf16", "off"),
+    "train.select_by": ("val_mean_auc", "train_loss"),
+}
+
+
+def check(config: Config) -> Config:
+    """`config` if every value is in its range, else ConfigError naming the first field that is not."""
+    flat = flatten(to_dict(config))
+    for name, (low, high) in RANGES.items():
+        value = flat[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            raise ConfigError(f"{name} = {value!r} is out of range: {low:g} to {high:g}")
+    for name, options in CHOICES.items():
+        if flat[name] not in options:
+            raise ConfigError(f"{name} = {flat[name]!r}: choose from {', '.join(options)}")
+    model, train = config.model, config.train
+    if model.patch_stride not in (8, 16):
+        raise ConfigError(f"model.patch_stride must be one of [8, 16], got {model.patch_stride!r} (layer3 or layer2)")
+    if model.d_model % model.num_heads:
+        raise ConfigError(f"model.num_heads = {model.num_heads} does not divide model.d_model = {model.d_model}")
+    if train.min_lr > train.lr:
+        raise ConfigError(f"train.min_lr = {train.min_lr:g} is above train.lr = {train.lr:g}")
+    low, high = train.augment.scale
+    if not 0 < low <= high <= 1:
+        raise ConfigError(f"train.augment.scale = {train.augment.scale}: two crop fractions 0 < low <= high <= 1")
+    return config
 
 
 def list_presets() -> list[str]:
@@ -143,7 +209,8 @@ def load_config(preset: str | Path | None = None, overrides: dict[str, Any] | No
         overrides: {"train.epochs": 3, "model.d_model": 128, ...}; None values are ignored (unset CLI flags).
 
     Raises:
-        ValueError: unknown preset, unknown key, or a value of the wrong kind.
+        ValueError: unknown preset, unknown key, or a value of the wrong kind; ConfigError (a ValueError) for a
+            value out of its range (`RANGES`, `CHOICES`).
     """
     config = Config()
     if preset is not None:
@@ -166,7 +233,7 @@ def load_config(preset: str | Path | None = None, overrides: dict[str, Any] | No
             level = level.setdefault(parent, {})
         level[leaf] = value
     _apply(config, nested, "override")
-    return config
+    return check(config)
 
 
 def to_dict(config: Config) -> dict:
@@ -178,7 +245,7 @@ def from_dict(values: dict) -> Config:
     """The inverse of `to_dict` (e.g. from a checkpoint); unknown keys are errors."""
     config = Config()
     _apply(config, values, "config")
-    return config
+    return check(config)
 
 
 def flatten(values: dict, prefix: str = "") -> dict[str, Any]:

@@ -28,7 +28,9 @@ from pathlib import Path
 import yaml
 
 from medklip.config import Config, list_presets, load_config
+from medklip.data.sources import DataError
 from medklip.evaluation.metrics import mean_auc
+from medklip.training.checkpoints import CheckpointError
 from medklip.training.trainer import train
 
 logger = logging.getLogger(__name__)
@@ -80,10 +82,19 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Trains; a bad input, config or checkpoint is one line on stderr and exit status 2, never a traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    try:
+        return _train(args)
+    except (CheckpointError, DataError, ValueError) as error:
+        print(f"medklip train: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+
+
+def _train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     run = None
     if os.environ.get("RANK", "0") == "0" and not args.no_mlflow:  # only rank 0 talks to MLflow

@@ -8,12 +8,14 @@
 
 The dataset implements `__getitems__`, so the DataLoader hands it a list of indices and it returns a ready batch
 dict: `image` (B, 1, S, S) uint8 (the model scales it on its device), `row` (B,) row numbers in `reports.parquet`,
-plus any per-row `targets` arrays it was given (labels, from extraction). Works with `DistributedSampler` (one code
-path for 1..N processes): call `sampler.set_epoch(epoch)` and `dataset.set_epoch(epoch)` each epoch.
+plus any per-row `targets` arrays it was given (labels, from extraction). One code path for 1..N processes: the
+shuffled order is `EpochSampler`'s (DistributedSampler's permutation of (seed, epoch)); call
+`sampler.set_epoch(epoch)` and `dataset.set_epoch(epoch)` each epoch.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections import Counter
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 
 from medklip.data.augment import AugmentConfig, full_view, sample_params, warp_batch
 from medklip.data.boxes import RowBoxes, patch_mask
@@ -111,6 +113,30 @@ def already_batched(batch):
     return batch
 
 
+class EpochSampler(Sampler[int]):
+    """This process's share of an epoch's order, from position `start` on: the sampler that makes resume exact.
+
+    The order is `DistributedSampler`'s, for every world size (one process gets the whole permutation): a
+    permutation seeded by (seed, epoch) and split across ranks, so it is a pure function of (seed, epoch, rank, world
+    size), not of how many epochs this process has iterated. `set_epoch(epoch, start)` before each epoch; a run
+    resumed in the middle of an epoch starts at the sample where it stopped and sees exactly the remaining batches.
+    """
+
+    def __init__(self, dataset: Dataset, world_size: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0):
+        self.order = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.order.set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self):
+        return itertools.islice(iter(self.order), self.start, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.order) - self.start)
+
+
 def make_loader(
     dataset: CXRDataset,
     batch_size: int,
@@ -119,27 +145,27 @@ def make_loader(
     drop_last: bool = False,
     seed: int = 0,
     distributed: bool | None = None,
-) -> tuple[DataLoader, DistributedSampler | RandomSampler | SequentialSampler]:
+) -> tuple[DataLoader, EpochSampler | SequentialSampler]:
     """A DataLoader over `dataset` whose workers build whole batches; DDP-aware.
 
     Args:
         dataset: the dataset.
         batch_size: images per batch (per process under DDP).
-        shuffle: random order (reseeded by `sampler.set_epoch` under DDP, by `seed` otherwise).
+        shuffle: random order, a function of (seed, epoch) (`EpochSampler`); else the dataset's order.
         num_workers: loader processes (0: build batches in the calling process).
         drop_last: drop a final incomplete batch.
         seed: order seed.
-        distributed: shard across ranks with `DistributedSampler`; default: when torch.distributed is initialised.
+        distributed: shard across ranks; default: when torch.distributed is initialised.
 
     Returns:
         (loader, sampler); call `sampler.set_epoch(epoch)` each epoch when it has that method.
     """
     if distributed is None:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if distributed:
-        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
-    elif shuffle:
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    if shuffle or distributed:
+        world_size = torch.distributed.get_world_size() if distributed else 1
+        rank = torch.distributed.get_rank() if distributed else 0
+        sampler = EpochSampler(dataset, world_size, rank, shuffle=shuffle, seed=seed)
     else:
         sampler = SequentialSampler(dataset)
     loader = DataLoader(
@@ -151,8 +177,8 @@ def make_loader(
         drop_last=drop_last,
         pin_memory=torch.cuda.is_available(),
         prefetch_factor=4 if num_workers > 0 else None,
-        # The loader draws its workers' base seed from this generator, not from the global RNG, so creating an
-        # iterator does not shift the dropout stream (a resumed run stays identical to an uninterrupted one).
+        # The loader draws its workers' base seed from this generator, not from the global RNG; nothing in a batch
+        # depends on it (augmentation is drawn from (seed, epoch, image)).
         generator=torch.Generator().manual_seed(seed),
     )
     return loader, sampler

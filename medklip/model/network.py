@@ -26,6 +26,9 @@ them the queries of a `demo` model piled their attention on a few high-norm cent
 
 from __future__ import annotations
 
+import functools
+from contextlib import contextmanager, nullcontext
+
 import torch
 import torch.nn as nn
 import torchvision
@@ -38,6 +41,27 @@ GRAY_MEAN, GRAY_STD = 0.449, 0.226  # ImageNet's per-channel statistics averaged
 
 
 PATCH_STRIDES = (8, 16)  # pixels per patch token side: tokens from ResNet layer2 or layer3
+
+
+@contextmanager
+def batch_statistics_frozen(module: nn.Module):
+    """Whatever runs inside leaves the running statistics of `module`'s BatchNorm layers as they were: gradient
+    checkpointing's recomputation of a stage must not count its batch a second time (the forward already did)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for norm, (mean, variance, count) in zip(norms, saved, strict=True):
+                norm.running_mean.copy_(mean)
+                norm.running_var.copy_(variance)
+                norm.num_batches_tracked.copy_(count)
+
+
+def _checkpoint_contexts(stage: nn.Module):
+    """(forward, recomputation) contexts for `torch.utils.checkpoint`: BatchNorm statistics count the forward only."""
+    return nullcontext(), batch_statistics_frozen(stage)
 
 
 class ImageEncoder(nn.Module):
@@ -82,7 +106,11 @@ class ImageEncoder(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         for stage in self.stages:
-            x = checkpoint(stage, x, use_reentrant=False) if self.gradient_checkpointing and self.training else stage(x)
+            if self.gradient_checkpointing and self.training:
+                contexts = functools.partial(_checkpoint_contexts, stage)
+                x = checkpoint(stage, x, use_reentrant=False, context_fn=contexts)
+            else:
+                x = stage(x)
         tokens = x.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, T, C)
         return self.project(tokens)  # (B, T, D)
 

@@ -1,23 +1,27 @@
 """Checkpoints: weights in safetensors (with the resolved config), training state beside them, resumable.
 
 Layout of a `--save` folder:
-    model_best.safetensors   best validation mean AUC so far (weights + knowledge buffers + config in the header)
+    model_best.safetensors   the best epoch so far by train.select_by (weights + knowledge buffers + config in the
+                             header; wall-time fields left out, so a resumed run writes the same bytes)
     model_best.json          its config, step, epoch and metrics
     last.json                points at the newest complete step folder: {"dir": "step-00000200", "step": 200}
-    step-00000200/           model.safetensors + state.pt (optimizer, scheduler, RNG, position in the epoch) +
-                             meta.json
+    step-00000200/           model.safetensors + state.pt (optimizer, scheduler, and the trainer's Progress: step,
+                             epoch, position in the epoch, best score, the run's shape) + meta.json
     history.jsonl            one line per epoch (losses, validation metrics, lr, throughput)
 
 A step folder is written completely before `last.json` moves to it (an atomic rename), and older step folders are
-deleted only after that, so a process killed at any moment leaves a loadable `last`. A `last.json` that points at
-something unreadable is an error (`CheckpointError`), never a silent fresh start. `state.pt` holds only tensors and
-plain Python values and is read with `torch.load(weights_only=True)`; nothing here unpickles arbitrary objects.
+deleted only after that, so a process killed at any moment leaves a loadable `last` (and at most a hidden staging
+folder or temporary file, which `remove_partial_writes` clears on resume). A `last.json` that points at something
+unreadable, or outside the folder, is an error (`CheckpointError`), never a silent fresh start. `state.pt` holds
+only tensors and plain Python values and is read with `torch.load(weights_only=True)`; nothing here unpickles
+arbitrary objects.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -84,15 +88,18 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
 
 
 def save_training_state(folder: str | Path, model, config: Config, state: dict, keep: int = 1) -> Path:
-    """Writes step folder + moves `last.json` to it; keeps the newest `keep` step folders."""
+    """Writes a step folder, then moves `last.json` to it; keeps the newest `keep` step folders.
+
+    `state` holds the optimizer, the scheduler and the trainer's `progress` (with its `step` and `epoch`).
+    """
     folder = Path(folder)
-    step = int(state["step"])
+    step, epoch = int(state["progress"]["step"]), state["progress"]["epoch"]
     name = f"step-{step:08d}"
     staging = folder / f".{name}.{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
-    save_weights(model, staging / "model.safetensors", config, {"step": step, "epoch": state.get("epoch")})
+    save_weights(model, staging / "model.safetensors", config, {"step": step, "epoch": epoch})
     torch.save(state, staging / "state.pt")
-    (staging / "meta.json").write_text(json.dumps({"step": step, "epoch": state.get("epoch"), "format": FORMAT}))
+    (staging / "meta.json").write_text(json.dumps({"step": step, "epoch": epoch, "format": FORMAT}))
     target = folder / name
     if target.exists():
         shutil.rmtree(target)
@@ -104,21 +111,27 @@ def save_training_state(folder: str | Path, model, config: Config, state: dict, 
     return target
 
 
+STEP_FOLDER = re.compile(r"step-\d{8}")
+
+
 def load_training_state(folder: str | Path, model) -> dict | None:
     """Loads `last` into `model` and returns its state dict; None if there is no `last.json` (a fresh run).
 
     Raises:
-        CheckpointError: `last.json` exists but what it points at is missing, truncated or for another model.
+        CheckpointError: `last.json` exists but what it points at is missing, truncated, outside the folder or for
+            another model.
     """
     pointer = Path(folder) / "last.json"
     if not pointer.exists():
         return None
     try:
         name = json.loads(pointer.read_text())["dir"]
+        if not isinstance(name, str) or not STEP_FOLDER.fullmatch(name):
+            raise ValueError(f"'dir' must name a step-NNNNNNNN folder beside it, not {name!r}")
         target = Path(folder) / name
         tensors = load_file(str(target / "model.safetensors"), device="cpu")
         state = torch.load(target / "state.pt", map_location="cpu", weights_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, EOFError) as error:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError, EOFError) as error:
         raise CheckpointError(
             f"cannot resume from {pointer}: {error}. Fix or remove the checkpoint folder to start fresh; "
             "it will not be overwritten silently."
@@ -129,3 +142,31 @@ def load_training_state(folder: str | Path, model) -> dict | None:
     except RuntimeError as error:
         raise CheckpointError(f"{target}: weights do not fit this model/config ({error})") from error
     return state
+
+
+def verify_weights(path: str | Path) -> None:
+    """Raises CheckpointError naming `path` unless it is a whole, readable MedKLIP weights file."""
+    read_header(path)
+    try:
+        load_file(str(path), device="cpu")
+    except (OSError, SafetensorError) as error:
+        raise CheckpointError(f"{path}: truncated or corrupt ({error}); remove it, or the folder, to retrain") from None
+
+
+def remove_partial_writes(folder: str | Path) -> list[Path]:
+    """Removes what a write killed midway left in `folder`: staging step folders and temporary weight files.
+
+    Only names that this module itself writes (`.step-*` folders, `.*.safetensors.*.tmp`, `.last.json.*.tmp`) are
+    touched; `last.json` never points at them.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.iterdir():
+        staging = path.is_dir() and path.name.startswith(".step-")
+        temporary = path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp")
+        if staging or temporary:
+            shutil.rmtree(path) if staging else path.unlink()
+            removed.append(path)
+    return removed

@@ -1,61 +1,83 @@
 """The training loop: one process of 1..N (DDP), resumable from `<save>/last.json`; the entry point is `medklip.train`.
 
-`train(config, data_dir, save_dir, run, validation_score)` trains the `train` split, scores `val` every epoch with
-`validation_score(scores, labels)` (the entry point passes `medklip.evaluation.metrics.mean_auc`: training does not
-import evaluation), keeps the best model and a resumable training state. Only rank 0 writes.
+`Trainer(config, data_dir, save_dir, info, run, validation_score).fit()` trains the `train` split, scores `val` every
+epoch with `validation_score(scores, labels)` (the entry point passes `medklip.evaluation.metrics.mean_auc`: training
+does not import evaluation), keeps the best model and a resumable training state. Only rank 0 writes.
+
+Resume, exactly. A run killed at any moment and started again with the same command ends with the same weights as a
+run never interrupted (byte for byte with `--deterministic`), because:
+
+- what is saved is explicit (`Trainer.checkpoint`): the weights with their buffers, the optimizer, the scheduler and
+  `Progress` (step, epoch, micro-batches done in the epoch, best score, the epoch's running loss sums), written
+  atomically by rank 0 at optimizer-step boundaries only (never inside an accumulation window);
+- randomness needs no saving: every stream is derived from where training stands. The epoch's order is
+  `DistributedSampler`'s permutation of (seed, epoch) for every world size, resumed at the micro-batch where it
+  stopped; augmentation and box masks are drawn from (seed, epoch, image); dropout from (seed, rank, epoch,
+  micro-batch), reseeded before each micro-batch; the loss's negatives from (seed, step). Creating loaders, workers
+  or validation passes therefore shifts nothing;
+- an epoch uses whole optimizer steps: the leftover micro-batches (`len(loader) % grad_accumulation`) are dropped by
+  design, so no gradient crosses an epoch;
+- restore checks that the run has the same shape (world size, batch size, accumulation, seed, train images) and
+  refuses otherwise; it drops history lines of epochs the checkpoint has not completed (they are recomputed).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from medklip.config import Config, to_dict
 from medklip.data.augment import AugmentConfig
 from medklip.data.boxes import read_boxes
-from medklip.data.dataset import CXRDataset, already_batched, make_loader
+from medklip.data.dataset import CXRDataset, make_loader
 from medklip.data.prepare import PreparedData
 from medklip.data.sources import DataError
 from medklip.labels.extract import load_labels
 from medklip.model.losses import MedKLIPLoss
 from medklip.model.network import MedKLIP
 from medklip.training import distributed
-from medklip.training.checkpoints import load_training_state, save_training_state, save_weights
+from medklip.training.checkpoints import (
+    CheckpointError,
+    load_training_state,
+    remove_partial_writes,
+    save_training_state,
+    save_weights,
+    verify_weights,
+)
 from medklip.vocabulary import ENTITIES, seen_entity_indices
 
 logger = logging.getLogger(__name__)
+
+WALL_TIME_FIELDS = ("img_s",)  # history fields that measure time, not training: kept out of model_best's header
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
 
 
-class _SkipFirst(Sampler):
-    """Yields the wrapped sampler's indices after the first `skip` (resuming mid-epoch)."""
+@dataclass
+class Progress:
+    """Where training stands: with the weights, optimizer and scheduler, all that a restart needs."""
 
-    def __init__(self, sampler: Sampler, skip: int):
-        self.sampler, self.skip = sampler, skip
-
-    def __iter__(self):
-        iterator = iter(self.sampler)
-        for _ in range(self.skip):
-            next(iterator, None)
-        yield from iterator
-
-    def __len__(self) -> int:
-        return max(0, len(self.sampler) - self.skip)
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # micro-batches done in the current epoch (a multiple of grad_accumulation at every checkpoint)
+    best_score: float | None = None  # the selection score of model_best (higher is better)
+    stale_epochs: int = 0  # epochs since model_best last improved
+    sums: dict[str, float] = field(default_factory=dict)  # this epoch's running sums of the loss terms
+    shape: dict[str, int] = field(default_factory=dict)  # what a restart must match (world size, batch size, ...)
 
 
 def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
@@ -82,8 +104,6 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 def lr_lambda(config: Config, total_steps: int):
     """Linear warm-up from min_lr to lr, then cosine to min_lr, as a factor of lr."""
-    if config.train.lr <= 0 or config.train.min_lr < 0:
-        raise ValueError(f"train.lr must be > 0 and train.min_lr >= 0, got {config.train.lr} and {config.train.min_lr}")
     floor = config.train.min_lr / config.train.lr
     warmup = max(0, min(config.train.warmup_steps, total_steps - 1))
 
@@ -96,13 +116,10 @@ def lr_lambda(config: Config, total_steps: int):
     return factor
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed that is a pure function of `parts` (numpy's SeedSequence hashing)."""
+    high, low = np.random.SeedSequence([int(part) for part in parts]).generate_state(2)
+    return (int(high) << 32 | int(low)) & ((1 << 63) - 1)
 
 
 @torch.no_grad()
@@ -126,7 +143,7 @@ def train(
     *,
     validation_score: Callable[[np.ndarray, np.ndarray], float | None],
 ) -> dict:
-    """Trains (or resumes) and returns {"best_val_mean_auc", "steps", "epochs", ...}. See the module docstring.
+    """Trains (or resumes) and returns {"best_score", "steps", "epochs", ...}. See the module docstring.
 
     Args:
         run: rank 0's `medklip.tracking.runs.TrainingRun` to log metrics to, or None.
@@ -134,198 +151,273 @@ def train(
     """
     info = distributed.setup()
     try:
-        return _train(config, Path(data_dir), Path(save_dir), info, run, validation_score)
+        return Trainer(config, Path(data_dir), Path(save_dir), info, run, validation_score).fit()
     finally:
         distributed.teardown()
 
 
-def _train(
-    config: Config, data_dir: Path, save_dir: Path, info: distributed.DistributedInfo, run, validation_score
-) -> dict:
-    train_config = config.train
-    seed_everything(train_config.seed + info.rank, train_config.deterministic)
-    data = PreparedData(data_dir)
-    labels = load_labels(data)
-    augment = AugmentConfig(
-        scale=train_config.augment.scale,
-        max_rotation=train_config.augment.max_rotation,
-        brightness=train_config.augment.brightness,
-        contrast=train_config.augment.contrast,
-    )
-    boxes = read_boxes(train_config.boxes, data) if train_config.boxes else None
-    train_set = CXRDataset(
-        data, "train", config.model.image_size, augment, labels, train_config.seed, boxes, config.model.patch_stride
-    )
-    val_set = CXRDataset(data, "val", config.model.image_size, None, labels)
-    if len(train_set) == 0:
-        raise DataError(f"{data_dir}: the train split is empty")
-    train_labels = labels["existence"][train_set.row_numbers]
-    never_present = [ENTITIES[i] for i in np.flatnonzero(~(train_labels == 1).any(0))]
-    # Stored with the best model: predictions for entities never seen with both labels are not to be trusted.
-    label_counts = {
-        entity: [int((train_labels[:, i] == 1).sum()), int((train_labels[:, i] == 0).sum())]
-        for i, entity in enumerate(ENTITIES)
-    }
-    if info.is_main:
-        logger.info(
-            "%d train / %d val images; %d labelled (image, entity) pairs; no positive example (they only learn "
-            "from negatives) for %d entities: %s",
-            len(train_set), len(val_set), int((train_labels >= 0).sum()), len(never_present), ", ".join(never_present),
-        )  # fmt: skip
+class Trainer:
+    """One training run: the data, the model and optimizer, and `Progress`. `fit` is the whole loop."""
 
-    # Every rank encodes the same knowledge (deterministic); DDP then broadcasts rank 0's parameters and buffers.
-    model = MedKLIP.build(config.model)
-    model.set_channels_last(train_config.channels_last)
-    model.set_gradient_checkpointing(train_config.gradient_checkpointing)
-    model.to(info.device)
-    dtype = autocast_dtype(train_config.amp, info.device)
+    def __init__(self, config: Config, data_dir: Path, save_dir: Path, info, run, validation_score):
+        self.config, self.save_dir, self.info, self.run = config, save_dir, info, run
+        self.validation_score = validation_score
+        settings = config.train
+        torch.manual_seed(settings.seed)  # model init: the same on every rank (DDP also broadcasts rank 0's)
+        if settings.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        self._build_data(PreparedData(data_dir))
+        self._build_model()
+        self.progress = Progress(shape=self._shape())
 
-    entity_mask = torch.zeros(75, dtype=torch.bool)
-    entity_mask[list(seen_entity_indices(config.model.exclude_unseen))] = True
-    loss_fn = MedKLIPLoss(config.loss, entity_mask, seed=train_config.seed).to(info.device)
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, train_config.weight_decay), lr=train_config.lr, fused=info.device.type == "cuda"
-    )
-    drop_last = len(train_set) >= train_config.batch_size * info.world_size
-    train_loader, sampler = make_loader(
-        train_set, train_config.batch_size, True, train_config.num_workers, drop_last, train_config.seed
-    )
-    steps_per_epoch = max(1, len(train_loader) // train_config.grad_accumulation)
-    total_steps = steps_per_epoch * train_config.epochs
-    if train_config.max_steps:
-        total_steps = min(total_steps, train_config.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config, total_steps))
-
-    state = {"step": 0, "epoch": 0, "batches_done": 0, "best_auc": -1.0, "stale_epochs": 0, "sums": {}}
-    resumed = load_training_state(save_dir, model)
-    if resumed is not None:
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        torch.set_rng_state(resumed["rng_cpu"])
-        if torch.cuda.is_available() and "rng_cuda" in resumed:
-            torch.cuda.set_rng_state_all(list(resumed["rng_cuda"]))
-        state = {key: resumed[key] for key in state}
-        if info.is_main:
-            logger.info("resumed from %s at step %d (epoch %d)", save_dir / "last.json", state["step"], state["epoch"])
-    if info.enabled:
-        model = DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
-    module = getattr(model, "module", model)
-    if info.is_main:
-        save_dir.mkdir(parents=True, exist_ok=True)
-        (save_dir / "config.json").write_text(json.dumps(to_dict(config), indent=2))
-
-    def checkpoint_state() -> dict:
-        saved = {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-        saved["rng_cpu"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            saved["rng_cuda"] = torch.stack(torch.cuda.get_rng_state_all())
-        return saved
-
-    val_loader, _ = make_loader(val_set, train_config.batch_size * 2, shuffle=False, num_workers=0, distributed=False)
-    history_path = save_dir / "history.jsonl"
-    stop = False
-    while state["epoch"] < train_config.epochs and not stop:
-        epoch = state["epoch"]
-        train_set.set_epoch(epoch)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        loader = train_loader
-        if state["batches_done"]:  # resuming mid-epoch: the same order, minus the batches already trained on
-            skip = _SkipFirst(sampler, state["batches_done"] * train_config.batch_size)
-            loader = DataLoader(
-                train_set,
-                train_config.batch_size,
-                sampler=skip,
-                num_workers=train_config.num_workers,
-                collate_fn=already_batched,
-                drop_last=drop_last,
-                generator=torch.Generator(),  # leave the global RNG (dropout) alone, as make_loader does
-            )
-        model.train()
-        started, images_seen = time.perf_counter(), 0
-        bar = tqdm(
-            total=len(train_loader),
-            initial=state["batches_done"],
-            desc=f"epoch {epoch + 1}/{train_config.epochs}",
-            unit="batch",
-            disable=not info.is_main,
+    # --- construction -------------------------------------------------------------------------------------------
+    def _build_data(self, data: PreparedData) -> None:
+        config, settings = self.config, self.config.train
+        self.labels = load_labels(data)
+        augment = AugmentConfig(
+            scale=settings.augment.scale,
+            max_rotation=settings.augment.max_rotation,
+            brightness=settings.augment.brightness,
+            contrast=settings.augment.contrast,
         )
-        for batch in loader:
-            micro = state["batches_done"] % train_config.grad_accumulation
-            last_micro = micro == train_config.grad_accumulation - 1
-            sync = contextlib.nullcontext() if (last_micro or not info.enabled) else model.no_sync()
-            images = batch["image"].to(info.device, non_blocking=True)
-            existence = batch["existence"].to(info.device, non_blocking=True)
-            positions = batch["positions"].to(info.device, non_blocking=True)
-            with sync:
-                with torch.autocast(info.device.type, dtype=dtype, enabled=dtype is not None):
-                    outputs = model(images, return_attention=boxes is not None)
-                box_mask = batch["box_mask"].to(info.device, non_blocking=True) if boxes is not None else None
-                terms = loss_fn(outputs, existence, positions, module.position_embeddings, state["step"], box_mask)
-                if not torch.isfinite(terms["loss"]):
-                    raise TrainingError(
-                        f"loss is {terms['loss'].item()} at step {state['step']} (epoch {epoch + 1}); stopping. "
-                        f"The last good checkpoint is {save_dir / 'last.json'}; lower --lr or check the data."
-                    )
-                (terms["loss"] / train_config.grad_accumulation).backward()
-            state["batches_done"] += 1
-            for name, value in terms.items():
-                state["sums"][name] = state["sums"].get(name, 0.0) + float(value.detach())
-            state["sums"]["batches"] = state["sums"].get("batches", 0.0) + 1
-            images_seen += len(images)
-            if last_micro:
-                if train_config.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                state["step"] += 1
-                if run is not None:
-                    run.log_metrics({"loss": terms["loss"].item(), "lr": scheduler.get_last_lr()[0]}, state["step"])
-                if info.is_main and state["step"] % train_config.save_every_steps == 0:
-                    save_training_state(save_dir, model, config, checkpoint_state())
-            bar.update()
-            throughput = images_seen * info.world_size / (time.perf_counter() - started)
-            bar.set_postfix(loss=f"{terms['loss'].item():.3f}", img_s=f"{throughput:.0f}")
-            if train_config.max_steps and state["step"] >= train_config.max_steps:
-                stop = True
+        self.boxes = read_boxes(settings.boxes, data) if settings.boxes else None
+        self.train_set = CXRDataset(
+            data, "train", config.model.image_size, augment, self.labels, settings.seed, self.boxes,
+            config.model.patch_stride,
+        )  # fmt: skip
+        self.val_set = CXRDataset(data, "val", config.model.image_size, None, self.labels)
+        if len(self.train_set) == 0:
+            raise DataError(f"{data.root}: the train split is empty")
+        if settings.select_by == "val_mean_auc" and len(self.val_set) == 0:
+            raise DataError(
+                f"{data.root}: the val split is empty, and model_best is chosen on it (train.select_by=val_mean_auc); "
+                "prepare with a validation fraction, or choose by training loss with --set train.select_by=train_loss"
+            )
+        drop_last = len(self.train_set) >= settings.batch_size * self.info.world_size
+        self.loader, self.sampler = make_loader(
+            self.train_set, settings.batch_size, True, settings.num_workers, drop_last, settings.seed
+        )
+        self.steps_per_epoch = len(self.loader) // settings.grad_accumulation
+        if self.steps_per_epoch == 0:
+            raise DataError(
+                f"{data.root}: {len(self.train_set)} train images make {len(self.loader)} batches per process, fewer "
+                f"than one optimizer step of {settings.grad_accumulation} (train.grad_accumulation)"
+            )
+        self.micro_batches = self.steps_per_epoch * settings.grad_accumulation  # the leftover ones are dropped
+        self.val_loader, _ = make_loader(self.val_set, settings.batch_size * 2, False, 0, distributed=False)
+        train_labels = self.labels["existence"][self.train_set.row_numbers]
+        # Stored with the best model: predictions for entities never seen with both labels are not to be trusted.
+        self.label_counts = {
+            entity: [int((train_labels[:, i] == 1).sum()), int((train_labels[:, i] == 0).sum())]
+            for i, entity in enumerate(ENTITIES)
+        }
+        if self.info.is_main:
+            never_present = [ENTITIES[i] for i in np.flatnonzero(~(train_labels == 1).any(0))]
+            logger.info(
+                "%d train / %d val images; %d labelled (image, entity) pairs; no positive example (they only learn "
+                "from negatives) for %d entities: %s",
+                len(self.train_set), len(self.val_set), int((train_labels >= 0).sum()), len(never_present),
+                ", ".join(never_present),
+            )  # fmt: skip
+
+    def _build_model(self) -> None:
+        config, settings, info = self.config, self.config.train, self.info
+        model = MedKLIP.build(config.model)  # every rank encodes the same knowledge (deterministic)
+        model.set_channels_last(settings.channels_last)
+        model.set_gradient_checkpointing(settings.gradient_checkpointing)
+        self.module = model.to(info.device)
+        self.dtype = autocast_dtype(settings.amp, info.device)
+        entity_mask = torch.zeros(75, dtype=torch.bool)
+        entity_mask[list(seen_entity_indices(config.model.exclude_unseen))] = True
+        self.loss_fn = MedKLIPLoss(config.loss, entity_mask, seed=settings.seed).to(info.device)
+        fused = info.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(parameter_groups(model, settings.weight_decay), lr=settings.lr, fused=fused)
+        self.total_steps = self.steps_per_epoch * settings.epochs
+        if settings.max_steps:
+            self.total_steps = min(self.total_steps, settings.max_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config, self.total_steps))
+        self.model = self.module
+        if info.enabled:
+            device_ids = [info.local_rank] if info.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.module, device_ids=device_ids)
+
+    def _shape(self) -> dict[str, int]:
+        settings = self.config.train
+        return {
+            "world_size": self.info.world_size,
+            "batch_size": settings.batch_size,
+            "grad_accumulation": settings.grad_accumulation,
+            "seed": settings.seed,
+            "train_images": len(self.train_set),
+        }
+
+    # --- what is saved, and restored in the same order ------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Rank 0 writes weights (with buffers), optimizer, scheduler and `Progress` as one step folder."""
+        if self.info.is_main:
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "progress": asdict(self.progress),
+            }
+            save_training_state(self.save_dir, self.module, self.config, state)
+
+    def restore(self) -> None:
+        """Loads `last` when there is one: weights, optimizer, scheduler, then `Progress`; checks the run's shape."""
+        if self.info.is_main:
+            remove_partial_writes(self.save_dir)  # what a kill mid-write left behind; `last` never points there
+        distributed.barrier(self.info)
+        state = load_training_state(self.save_dir, self.module)
+        if state is None:
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if "progress" not in state:
+            raise CheckpointError(f"{self.save_dir / 'last.json'}: written by an older release; resume is not possible")
+        saved = Progress(**state["progress"])
+        for key, value in self._shape().items():
+            if saved.shape.get(key) != value:
+                raise CheckpointError(
+                    f"cannot resume {self.save_dir / 'last.json'}: it was trained with {key} = {saved.shape.get(key)}, "
+                    f"this run has {value}, which changes every later batch; rerun with {saved.shape.get(key)} or "
+                    "use a new --save folder"
+                )
+        self.progress = saved
+        if self.info.is_main:
+            self._check_outputs()
+            logger.info("resumed from %s at step %d (epoch %d)", self.save_dir / "last.json", saved.step, saved.epoch)
+
+    def _check_outputs(self) -> None:
+        """model_best must be readable once an epoch is done; history keeps only the epochs the state has done."""
+        best = self.save_dir / "model_best.safetensors"
+        if self.progress.epoch > 0 or best.exists():
+            verify_weights(best)
+        history = self.save_dir / "history.jsonl"
+        if history.exists():
+            lines = [line for line in history.read_text().splitlines() if line.strip()]
+            kept = [line for line in lines if json.loads(line)["epoch"] <= self.progress.epoch]
+            if len(kept) != len(lines):
+                history.write_text("".join(line + "\n" for line in kept))
+
+    # --- the loop -----------------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        self.restore()
+        if self.info.is_main:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+            (self.save_dir / "config.json").write_text(json.dumps(to_dict(self.config), indent=2))
+        settings = self.config.train
+        while self.progress.epoch < settings.epochs and self.progress.step < self.total_steps:
+            started, images = time.perf_counter(), self.train_epoch()
+            if self.progress.batch < self.micro_batches:  # max_steps reached mid-epoch: resumable from here
+                self.checkpoint()
                 break
+            if self.end_epoch(images * self.info.world_size / max(1e-9, time.perf_counter() - started)):
+                break
+        p = self.progress
+        return {"best_score": p.best_score, "select_by": settings.select_by, "steps": p.step, "epochs": p.epoch}
+
+    def train_epoch(self) -> int:
+        """Trains the current epoch from where `Progress` stands to its end (or to max_steps); returns images seen."""
+        p, settings = self.progress, self.config.train
+        self.train_set.set_epoch(p.epoch)
+        self.sampler.set_epoch(p.epoch, start=p.batch * settings.batch_size)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        images = 0
+        bar = tqdm(
+            total=self.micro_batches, initial=p.batch, desc=f"epoch {p.epoch + 1}/{settings.epochs}", unit="batch",
+            disable=not self.info.is_main,
+        )  # fmt: skip
+        for batch in itertools.islice(self.loader, self.micro_batches - p.batch):
+            loss = self.micro_batch(batch)
+            images += len(batch["image"])
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.3f}")
+            if p.batch % settings.grad_accumulation == 0:
+                self.optimizer_step(loss)
+                if p.step >= self.total_steps:
+                    break
         bar.close()
-        if state["batches_done"] < len(train_loader):  # stopped by max_steps mid-epoch: resumable from here
-            if info.is_main:
-                save_training_state(save_dir, model, config, checkpoint_state())
-            break
-        sums = state["sums"]
-        record = {"epoch": epoch + 1, "step": state["step"], "lr": scheduler.get_last_lr()[0]}
-        record.update({f"train_{name}": sums[name] / sums["batches"] for name in sums if name != "batches"})
-        record["img_s"] = images_seen * info.world_size / max(1e-9, time.perf_counter() - started)
-        if info.is_main:
-            if len(val_set):
-                probabilities, rows = predict(module, val_loader, info.device, dtype)
-                record["val_mean_auc"] = validation_score(probabilities, labels["existence"][rows])
-            improved = record.get("val_mean_auc") is not None and record["val_mean_auc"] > state["best_auc"]
-            if improved or not (save_dir / "model_best.safetensors").exists():
-                state["best_auc"] = record.get("val_mean_auc") or -1.0
-                state["stale_epochs"] = 0
-                extra = {"step": state["step"], "epoch": epoch + 1, "metrics": record, "label_counts": label_counts}
-                save_weights(module, save_dir / "model_best.safetensors", config, extra)
-                (save_dir / "model_best.json").write_text(json.dumps({**extra, "config": to_dict(config)}, indent=2))
-            else:
-                state["stale_epochs"] += 1
-            with open(history_path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            if run is not None:
-                run.log_metrics(record, state["step"])
+        return images
+
+    def micro_batch(self, batch: dict) -> float:
+        """Forward and backward of one micro-batch, its dropout drawn from (seed, rank, epoch, micro-batch)."""
+        p, settings, device = self.progress, self.config.train, self.info.device
+        torch.manual_seed(derived_seed(settings.seed, self.info.rank, p.epoch, p.batch))
+        last_micro = (p.batch + 1) % settings.grad_accumulation == 0
+        sync = contextlib.nullcontext() if last_micro or not self.info.enabled else self.model.no_sync()
+        with sync:
+            images = batch["image"].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None):
+                outputs = self.model(images, return_attention=self.boxes is not None)
+            box_mask = batch["box_mask"].to(device, non_blocking=True) if self.boxes is not None else None
+            existence = batch["existence"].to(device, non_blocking=True)
+            positions = batch["positions"].to(device, non_blocking=True)
+            terms = self.loss_fn(outputs, existence, positions, self.module.position_embeddings, p.step, box_mask)
+            if not torch.isfinite(terms["loss"]):
+                raise TrainingError(
+                    f"loss is {terms['loss'].item()} at step {p.step} (epoch {p.epoch + 1}); stopping. The last "
+                    f"good checkpoint is {self.save_dir / 'last.json'}; lower --lr or check the data."
+                )
+            (terms["loss"] / settings.grad_accumulation).backward()
+        p.batch += 1
+        for name, value in terms.items():
+            p.sums[name] = p.sums.get(name, 0.0) + float(value.detach())
+        p.sums["batches"] = p.sums.get("batches", 0.0) + 1
+        return float(terms["loss"].detach())
+
+    def optimizer_step(self, loss: float) -> None:
+        p, settings = self.progress, self.config.train
+        if settings.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), settings.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        p.step += 1
+        if self.run is not None:
+            self.run.log_metrics({"loss": loss, "lr": self.scheduler.get_last_lr()[0]}, p.step)
+        if p.step % settings.save_every_steps == 0:
+            self.checkpoint()
+
+    def end_epoch(self, images_per_second: float) -> bool:
+        """Validation, model selection, the history line, then the epoch-end checkpoint; True to stop early."""
+        p, settings = self.progress, self.config.train
+        record = {"epoch": p.epoch + 1, "step": p.step, "lr": self.scheduler.get_last_lr()[0]}
+        record.update({f"train_{name}": p.sums[name] / p.sums["batches"] for name in p.sums if name != "batches"})
+        if self.info.is_main:
+            if len(self.val_set):
+                probabilities, rows = predict(self.module, self.val_loader, self.info.device, self.dtype)
+                record["val_mean_auc"] = self.validation_score(probabilities, self.labels["existence"][rows])
+            self._select(record)
+            with open(self.save_dir / "history.jsonl", "a") as handle:
+                handle.write(json.dumps({**record, "img_s": images_per_second}) + "\n")
+            if self.run is not None:
+                self.run.log_metrics({**record, "img_s": images_per_second}, p.step)
             summary = ", ".join(f"{key}={value:.4g}" for key, value in record.items() if isinstance(value, float))
-            logger.info("epoch %d: %s", epoch + 1, summary)
-        patience = train_config.early_stopping_patience
-        stale = distributed.broadcast(state["stale_epochs"], info)
-        state.update({"epoch": epoch + 1, "batches_done": 0, "sums": {}, "stale_epochs": stale})
-        if patience and stale >= patience:
-            if info.is_main:
-                logger.info("early stop: no better validation AUC in %d epochs", patience)
-            stop = True
-        if info.is_main:
-            save_training_state(save_dir, model, config, checkpoint_state())
-        distributed.barrier(info)
-    return {"best_val_mean_auc": state["best_auc"], "steps": state["step"], "epochs": state["epoch"]}
+            logger.info("epoch %d: %s", p.epoch + 1, summary)
+        p.stale_epochs = distributed.broadcast(p.stale_epochs, self.info)
+        p.epoch, p.batch, p.sums = p.epoch + 1, 0, {}
+        self.checkpoint()
+        distributed.barrier(self.info)
+        patience = settings.early_stopping_patience
+        if patience and p.stale_epochs >= patience:
+            if self.info.is_main:
+                logger.info("early stop: no better %s in %d epochs", settings.select_by, patience)
+            return True
+        return False
+
+    def _select(self, record: dict) -> None:
+        """Writes model_best when this epoch's selection score beats the best so far (or none is written yet)."""
+        p = self.progress
+        by_loss = self.config.train.select_by == "train_loss"
+        score = -record["train_loss"] if by_loss else record.get("val_mean_auc")
+        best = self.save_dir / "model_best.safetensors"
+        if (score is not None and (p.best_score is None or score > p.best_score)) or not best.exists():
+            p.best_score, p.stale_epochs = score, 0
+            extra = {"step": p.step, "epoch": p.epoch + 1, "metrics": record, "label_counts": self.label_counts}
+            save_weights(self.module, best, self.config, extra)
+            described = json.dumps({**extra, "config": to_dict(self.config)}, indent=2)
+            (self.save_dir / "model_best.json").write_text(described)
+        else:
+            p.stale_epochs += 1
