@@ -8,8 +8,10 @@
 
 `--data` is a folder from `medklip data prepare` with `triplets.parquet` from `medklip extract --data DIR`. Training
 uses its `train` split and validates on `val` every epoch (mean AUC over entities with both classes). Running the
-same command again resumes from `<save>/last.json`; with `--deterministic`, a run killed at any point and restarted
-ends with exactly the metrics of an uninterrupted one, so torchrun's `--max-restarts` is safe. Only rank 0 writes.
+same command again resumes from `<save>/last.json`; with `--deterministic`, a run killed at any moment and restarted
+with the same world size ends with the bytes of an uninterrupted one (`medklip.training.trainer` says how), so
+torchrun's `--max-restarts` is safe. Only rank 0 writes. A bad flag, config, data folder or checkpoint is one line
+on stderr and exit status 2, before any work where it can be.
 
 The command tracks the run in MLflow (`MLFLOW_TRACKING_URI`, else the local store `./mlruns/`; `--no-mlflow` to
 skip): rank 0 creates the run, writes its id to `<save>/mlflow_run_id` (a resumed run logs into the same MLflow run),

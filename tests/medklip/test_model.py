@@ -121,6 +121,31 @@ def test_channels_last_and_checkpointing_do_not_change_results():
     assert gradients[0].abs().sum() > 0 and torch.allclose(*gradients, atol=1e-5)
 
 
+def batch_norm_statistics_after_one_step(checkpointing: bool) -> dict[str, torch.Tensor]:
+    model = tiny().train()
+    model.set_gradient_checkpointing(checkpointing)
+    images = torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(1)
+    model(images)["exist_logits"].sum().backward()
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    return {name: value.clone() for name, value in model.state_dict().items() if name.endswith(statistics)}
+
+
+def test_gradient_checkpointing_counts_each_batch_once_in_batch_norm_statistics():
+    plain, checkpointed = batch_norm_statistics_after_one_step(False), batch_norm_statistics_after_one_step(True)
+    assert plain and plain.keys() == checkpointed.keys()
+    assert all(torch.equal(plain[name], checkpointed[name]) for name in plain)
+    assert all(value == 1 for name, value in plain.items() if name.endswith("num_batches_tracked"))
+
+
+def test_negative_control_recomputation_in_train_mode_updates_batch_norm_twice(monkeypatch):
+    from contextlib import nullcontext
+
+    monkeypatch.setattr("medklip.model.network._checkpoint_contexts", lambda stage: (nullcontext(), nullcontext()))
+    plain, checkpointed = batch_norm_statistics_after_one_step(False), batch_norm_statistics_after_one_step(True)
+    assert not all(torch.equal(plain[name], checkpointed[name]) for name in plain)
+
+
 def test_wrong_knowledge_shapes_are_refused():
     with pytest.raises(ValueError, match="75 entity and 51 position"):
         MedKLIP(load_config("debug").model, torch.zeros(70, 8), torch.zeros(51, 8))

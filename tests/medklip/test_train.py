@@ -1,4 +1,5 @@
-"""Training for real on tiny synthetic data: checkpoints, resume, SIGKILL + restart, bad inputs."""
+"""Training for real on tiny synthetic data: checkpoints, resume, bad inputs. Kills at random moments and the
+resume guarantee are tests/medklip/test_resume.py."""
 
 from __future__ import annotations
 
@@ -57,31 +58,6 @@ def test_train_writes_checkpoints_history_and_a_loadable_best_model(data, tmp_pa
     assert [r["epoch"] for r in history(save)] == [1, 2, 3]
 
 
-def test_sigkill_mid_epoch_then_restart_ends_like_an_uninterrupted_run(data, tmp_path):
-    flags = ["--epochs", "3", "--deterministic", "--set", "train.save_every_steps=2"]
-    assert run(data, tmp_path / "straight", *flags) == 0
-    command = [sys.executable, "-m", "medklip.train", "--data", str(data), "--config", "debug"]
-    command += ["--save", str(tmp_path / "killed"), *flags]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pointer = tmp_path / "killed/last.json"
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        if pointer.exists() and json.loads(pointer.read_text())["step"] >= 4:
-            os.kill(process.pid, signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
-    killed_at = json.loads(pointer.read_text())["step"]
-    assert subprocess.run(command, capture_output=True).returncode == 0
-    straight, resumed = history(tmp_path / "straight"), history(tmp_path / "killed")
-    assert resumed[-1]["step"] == straight[-1]["step"] > killed_at
-    assert resumed[-1]["train_loss"] == straight[-1]["train_loss"]
-    assert resumed[-1]["val_mean_auc"] == straight[-1]["val_mean_auc"]
-    a = load_model(tmp_path / "straight/model_best.safetensors").state_dict()
-    b = load_model(tmp_path / "killed/model_best.safetensors").state_dict()
-    assert all(torch.equal(a[name], b[name]) for name in a)
-
-
 def test_corrupt_checkpoint_is_an_error_not_a_fresh_start(data, tmp_path, capsys):
     save = tmp_path / "ckpt"
     assert run(data, save, "--max-steps", "2") == 0
@@ -92,6 +68,38 @@ def test_corrupt_checkpoint_is_an_error_not_a_fresh_start(data, tmp_path, capsys
     [line] = capsys.readouterr().err.strip().splitlines()[-1:]
     assert line.startswith("medklip train: error: cannot resume from") and str(save / "last.json") in line
     assert (step_dir / "model.safetensors").read_bytes() == b"not a checkpoint"  # kept, not overwritten
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--epochs", "0"], "train.epochs = 0 is out of range"),
+        (["--batch-size", "0"], "train.batch_size = 0 is out of range"),
+        (["--set", "model.d_model=0"], "model.d_model = 0 is out of range"),
+        (["--set", "model.num_heads=3"], "model.num_heads = 3 does not divide model.d_model = 32"),
+        (["--set", "train.grad_accumulation=0"], "train.grad_accumulation = 0 is out of range"),
+        (["--set", "train.min_lr=1"], "train.min_lr = 1 is above train.lr"),
+        (["--set", "train.select_by=val_loss"], "train.select_by = 'val_loss': choose from"),
+    ],
+    ids=lambda value: value[-1] if isinstance(value, list) else None,
+)
+def test_impossible_settings_are_refused_before_any_work(data, tmp_path, capsys, flags, message):
+    assert run(data, tmp_path / "ckpt", *flags) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("medklip train: error: ") and message in err[0], err
+    assert not (tmp_path / "ckpt").exists()  # nothing written, no MLflow run opened
+
+
+def test_an_empty_validation_split_is_an_error_unless_selection_by_training_loss_is_asked(tmp_path, capsys):
+    data = prepared_synthetic(tmp_path / "data", 24, seed=5, val=0.0)
+    assert run(data, tmp_path / "by-auc", "--epochs", "2", "--no-mlflow") == 2
+    [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert "the val split is empty" in line and "--set train.select_by=train_loss" in line
+    assert run(data, tmp_path / "by-loss", "--epochs", "3", "--no-mlflow", "--set", "train.select_by=train_loss") == 0
+    records = history(tmp_path / "by-loss")
+    chosen = read_header(tmp_path / "by-loss/model_best.safetensors")[1]["epoch"]
+    assert chosen == min(records, key=lambda r: r["train_loss"])["epoch"]
+    assert all("val_mean_auc" not in r or r["val_mean_auc"] is None for r in records)
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(data, tmp_path, monkeypatch):
