@@ -36,6 +36,12 @@ from tasks import steps
 from tasks.launchers import make_launcher
 
 DEFAULT_SOURCE = "synthetic://2000?seed=0"
+# The UI form's check of `source` (JSON schema `pattern`): the source kinds, and synthetic://N?seed=S&size=P within
+# medklip.data.synthetic's bounds (N 1 to 100,000; P 64 to 1024), so a typed-in count cannot take a node down.
+_CASES = r"([1-9][0-9]{0,4}|100000)"
+_SIZE = r"size=(6[4-9]|[7-9][0-9]|[1-9][0-9]{2}|10[01][0-9]|102[0-4])"
+_QUERY = rf"(seed=[0-9]{{1,9}}|{_SIZE})"
+SOURCE_PATTERN = rf"^(folder://.+|hf://[^?]+(\?.*)?|synthetic://{_CASES}(\?{_QUERY}(&{_QUERY})?)?)$"
 
 
 class Promotion(BaseModel):
@@ -102,7 +108,12 @@ def summary_markdown(parameters: dict, outcomes: dict, metrics: dict, run_id: st
 @flow(name="retrain", description="Prepare, extract, train, evaluate and register MedKLIP.", log_prints=True)
 def retrain(
     source: Annotated[
-        str, Field(min_length=3, description="folder://DIR, hf://NAME[?split=S] or synthetic://N?seed=S")
+        str,
+        Field(
+            pattern=SOURCE_PATTERN,
+            max_length=1000,
+            description="folder://DIR, hf://NAME[?split=S] or synthetic://N?seed=S[&size=P] (N up to 100000)",
+        ),
     ] = DEFAULT_SOURCE,
     preset: Annotated[
         Literal["debug", "demo", "base"], Field(description="debug: seconds; demo: CPU minutes; base: paper, GPUs")

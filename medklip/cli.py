@@ -20,6 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
+from medklip.data.images import MAX_BYTES, MAX_PIXELS
 from medklip.data.sources import DataError
 from medklip.training.checkpoints import CheckpointError
 
@@ -44,6 +45,8 @@ def _data_prepare(args: argparse.Namespace) -> int:
         test_fraction=args.test_fraction,
         split_seed=args.split_seed,
         workers=args.workers,
+        max_pixels=args.max_pixels,
+        max_bytes=args.max_bytes,
     )
     manifest = prepare(args.source, args.out, config, progress=True)
     if manifest.get("reused"):
@@ -56,7 +59,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
     for reason, count in manifest.get("skipped_by_reason", {}).items():
         print(f"  skipped {count:>6} {reason}")
     if manifest["n_skipped"]:
-        print(f"  every skipped file with its reason: {args.out}/manifest.json (key 'skipped')")
+        print(f"  every skipped file with its reason: {args.out}/skipped.csv")
     return 0
 
 
@@ -257,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--test-fraction", type=float, default=0.1, help="share of groups in the test split")
     prepare.add_argument("--split-seed", type=int, default=0, help="seed of the hash-based split")
     prepare.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    prepare.add_argument(
+        "--max-pixels", type=int, default=MAX_PIXELS, help=f"skip images with more pixels (default {MAX_PIXELS:,})"
+    )
+    prepare.add_argument(
+        "--max-bytes", type=int, default=MAX_BYTES, help=f"skip image files larger than this (default {MAX_BYTES:,})"
+    )
     prepare.set_defaults(handler=_data_prepare)
 
     inspect = data_commands.add_parser("inspect", help="counts and finding frequencies of a prepared folder")

@@ -143,6 +143,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+MAX_DECODER_PARAMETERS = 500_000_000  # the paper's decoder has about 4 million
+
+
 def check(config: Config) -> Config:
     """`config` if every value is in its range, else ConfigError naming the first field that is not."""
     flat = flatten(to_dict(config))
@@ -158,6 +161,12 @@ def check(config: Config) -> Config:
         raise ConfigError(f"model.patch_stride must be one of [8, 16], got {model.patch_stride!r} (layer3 or layer2)")
     if model.d_model % model.num_heads:
         raise ConfigError(f"model.num_heads = {model.num_heads} does not divide model.d_model = {model.d_model}")
+    decoder = model.num_decoder_layers * (8 * model.d_model**2 + 2 * model.d_model * model.ffn_dim)
+    if decoder > MAX_DECODER_PARAMETERS:
+        raise ConfigError(
+            f"the decoder would have about {decoder:,} parameters (model.num_decoder_layers x (8 model.d_model^2 + "
+            f"2 model.d_model x model.ffn_dim)), above the limit of {MAX_DECODER_PARAMETERS:,}"
+        )
     if train.min_lr > train.lr:
         raise ConfigError(f"train.min_lr = {train.min_lr:g} is above train.lr = {train.lr:g}")
     low, high = train.augment.scale

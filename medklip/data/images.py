@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -16,7 +17,30 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 logger = logging.getLogger(__name__)
 
 MIN_SIDE = 64  # smaller images carry no usable anatomy
-MAX_PIXELS = 400_000_000  # above this we refuse to decode (a 20k x 20k image is ~400 MP)
+# One size policy for every open, in every process: an image over either cap is refused from its header, before a
+# pixel is decoded. The pixel cap is Pillow's own decompression-bomb warning threshold (about 9459 x 9459; a 16-bit
+# image that size decodes in well under 2 GB); radiographs are 2-4k on a side.
+MAX_PIXELS = 89_478_485
+MAX_BYTES = 256 * 2**20  # an encoded file larger than this is not read at all
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """The image-size policy (`medklip data prepare --max-pixels/--max-bytes`)."""
+
+    max_pixels: int = MAX_PIXELS
+    max_bytes: int = MAX_BYTES
+
+    def check_bytes(self, size: int) -> None:
+        if size > self.max_bytes:
+            raise BadImage("too large", f"{size:,} bytes, above the limit of {self.max_bytes:,} (--max-bytes)")
+
+    def check_pixels(self, width: int, height: int) -> None:
+        if width * height > self.max_pixels:
+            raise BadImage(
+                "too large",
+                f"{width} x {height} = {width * height:,} pixels, above the limit of {self.max_pixels:,} (--max-pixels)",
+            )
 
 
 class BadImage(ValueError):
@@ -46,13 +70,16 @@ def _to_grayscale_uint8(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def decode_image(data: bytes, short_side: int | None = None, min_side: int = MIN_SIDE) -> np.ndarray:
+def decode_image(
+    data: bytes, short_side: int | None = None, min_side: int = MIN_SIDE, limits: ImageLimits = ImageLimits()
+) -> np.ndarray:
     """Decodes image bytes to an (H, W) uint8 grayscale array, optionally resized.
 
     Args:
         data: the encoded file (PNG, JPEG, TIFF, BMP, ...).
         short_side: if given, resize so the shorter side has this many pixels (aspect ratio kept).
         min_side: images whose shorter side is below this are rejected as "tiny".
+        limits: the size policy; checked on the bytes and on the header's size before decoding.
 
     Returns:
         (H, W) uint8 array.
@@ -60,18 +87,29 @@ def decode_image(data: bytes, short_side: int | None = None, min_side: int = MIN
     Raises:
         BadImage: empty, not an image, truncated, tiny or too large.
     """
+    return decode_with_source_size(data, short_side, min_side, limits)[0]
+
+
+def decode_with_source_size(
+    data: bytes, short_side: int | None = None, min_side: int = MIN_SIDE, limits: ImageLimits = ImageLimits()
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """`decode_image`, and the source's (height, width) upright (EXIF orientation applied): what boxes refer to."""
     if not data:
         raise BadImage("empty file")
+    limits.check_bytes(len(data))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             previous_limit = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            Image.MAX_IMAGE_PIXELS = None  # our check below replaces Pillow's (which would use its own limits)
             try:
-                image = Image.open(io.BytesIO(data))
+                image = Image.open(io.BytesIO(data))  # reads the header only
                 width, height = image.size
+                limits.check_pixels(width, height)
+                Image.MAX_IMAGE_PIXELS = limits.max_pixels  # and Pillow's check, at our limit, for what follows
                 if min(width, height) < min_side:
                     raise BadImage("tiny image", f"{width}x{height} < {min_side} px")
+                upright = (width, height) if image.getexif().get(0x0112) not in (5, 6, 7, 8) else (height, width)
                 if short_side is not None and image.format == "JPEG":
                     # JPEG can decode at 1/2, 1/4, 1/8 scale directly: much faster for large radiographs.
                     scale = short_side / min(width, height)
@@ -91,7 +129,7 @@ def decode_image(data: bytes, short_side: int | None = None, min_side: int = MIN
     pixels = _to_grayscale_uint8(image)
     if short_side is not None:
         pixels = resize_short_side(pixels, short_side)
-    return pixels
+    return pixels, (upright[1], upright[0])
 
 
 def pixels_from_array(array, short_side: int | None = None, min_side: int = MIN_SIDE) -> np.ndarray:

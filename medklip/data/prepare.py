@@ -8,8 +8,14 @@ Output folder:
     shards/images-NNNNN.u8   raw uint8 pixels, images back to back (read with np.memmap)
     reports.parquet          one row per kept image: id, findings, impression, image, split, report_sha256,
                              shard, offset, height, width
-    manifest.json            n_images, n_skipped, skipped [{id, path, reason}], splits, settings, fingerprint
+    manifest.json            n_images, n_skipped, skipped (the first 1000 [{id, path, reason}]), splits, settings,
+                             fingerprint
+    skipped.csv              every skipped row: id, path, reason
     truth.csv                copied from the source when it has one (synthetic data)
+    .medklip-prepared        marks the folder as prepare's own
+
+Prepare writes only into a new or empty folder, its own earlier output, or an older release's (one with a
+manifest), never into the source folder, and replaces only the files it wrote there.
 
 Preparing the same input with the same settings again does nothing: the manifest's fingerprint matches.
 """
@@ -17,10 +23,11 @@ Preparing the same input with the same settings again does nothing: the manifest
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import json
 import logging
+import os
+import re
 import shutil
 import uuid
 from collections import Counter
@@ -34,17 +41,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from filelock import FileLock
-from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from medklip.data.images import MIN_SIDE, BadImage, decode_image
-from medklip.data.sources import DataError, Record, open_source
+from medklip.data.images import MAX_BYTES, MAX_PIXELS, MIN_SIDE, BadImage, ImageLimits, decode_with_source_size
+from medklip.data.sources import DataError, Record, open_source, source_folder
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "medklip-prepared/2"  # 2: source_height/source_width columns
 WINDOW = 256  # records decoded per round trip to the worker pool (bounds memory for in-memory sources)
 MAX_STUDY_IMAGES = 4  # a duplicate report shared by more rows than this is boilerplate, not one study
+MARKER = ".medklip-prepared"  # marks an output folder as prepare's own
+SHARD_NAME = re.compile(r"shards/images-\d{5}\.u8")
+SKIPPED_IN_MANIFEST = 1000  # the manifest lists the first skipped rows; skipped.csv lists them all
 
 
 @dataclass
@@ -58,10 +67,14 @@ class PrepareConfig:
     split_seed: int = 0  # changes the split assignment (a hash of seed and group key)
     shard_bytes: int = 256 * 2**20  # a new shard file starts after this many bytes of pixels
     workers: int | None = None  # decoding processes (None: all cores; 1: no pool)
+    max_pixels: int = MAX_PIXELS  # an image with more pixels is skipped as "too large" (from its header)
+    max_bytes: int = MAX_BYTES  # an image file larger than this is skipped unread
 
     def __post_init__(self):
         if self.short_side < self.min_side:
             raise ValueError(f"short_side {self.short_side} is below min_side {self.min_side}")
+        if self.max_pixels < self.min_side**2 or self.max_bytes < 1:
+            raise ValueError(f"max_pixels must be at least {self.min_side**2} and max_bytes at least 1")
         fractions = (self.val_fraction, self.test_fraction)
         if not (all(0 <= value < 1 for value in fractions) and sum(fractions) < 1):
             raise ValueError("val_fraction and test_fraction must be in [0, 1) and sum to less than 1")
@@ -97,24 +110,23 @@ def assign_splits(
     return splits
 
 
-def _decode(job: tuple[str | None, bytes | None, int, int]) -> tuple[np.ndarray | None, str | None, tuple[int, int]]:
-    """Worker: (path, bytes, short_side, min_side) -> (pixels or None, skip reason or None, source (height, width))."""
-    path, data, short_side, min_side = job
+def _decode(job: tuple[str | None, bytes | None, int, int, ImageLimits]):
+    """Worker: (path, bytes, short_side, min_side, limits) -> (pixels or None, skip reason or None, source (h, w))."""
+    path, data, short_side, min_side, limits = job
     try:
         if data is None:
             if path is None:
                 raise BadImage("missing file", "no image given")
             try:
+                limits.check_bytes(os.stat(path).st_size)  # before reading: a huge file is never loaded
                 with open(path, "rb") as handle:
-                    data = handle.read()
+                    data = handle.read(limits.max_bytes + 1)
             except FileNotFoundError:
                 raise BadImage("missing file") from None
             except OSError as error:
-                raise BadImage("unreadable file", str(error)) from error
-        pixels = decode_image(data, short_side=short_side, min_side=min_side)
-        with Image.open(io.BytesIO(data)) as header:  # the source size (boxes and annotations refer to it)
-            width, height = ImageOps.exif_transpose(header).size if header.getexif().get(0x0112) else header.size
-        return pixels, None, (height, width)
+                raise BadImage("unreadable file", error.strerror or type(error).__name__) from error
+        pixels, source_size = decode_with_source_size(data, short_side, min_side, limits)
+        return pixels, None, source_size
     except BadImage as error:
         return None, str(error), (0, 0)
 
@@ -129,6 +141,8 @@ def _screen(records: Iterator[Record], skipped: list[dict]) -> Iterator[Record]:
             skipped.append({"id": record.id, "path": record.image_ref, "reason": "duplicate id"})
         elif not (record.findings.strip() or record.impression.strip()):
             skipped.append({"id": record.id, "path": record.image_ref, "reason": "no report text"})
+        elif record.refused:
+            skipped.append({"id": record.id, "path": record.image_ref, "reason": record.refused})
         else:
             yield record
         seen.add(record.id)
@@ -212,7 +226,8 @@ def prepare(source: str, out: str | Path, config: PrepareConfig | None = None, p
     """
     config = config or PrepareConfig()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _refuse_overlap(source, out)
+    _claim(out)
     with FileLock(str(out / ".prepare.lock")):
         opened = open_source(source, workdir=out, workers=config.workers)
         fingerprint = _fingerprint(opened.fingerprint(), config)
@@ -223,6 +238,48 @@ def prepare(source: str, out: str | Path, config: PrepareConfig | None = None, p
         manifest = _build(opened, source, out, config, fingerprint, progress)
     logger.info("prepared %d images (%d skipped) into %s", manifest["n_images"], manifest["n_skipped"], out)
     return manifest
+
+
+def _refuse_overlap(source: str, out: Path) -> None:
+    """`--out` may not be the source folder, nor inside it, nor hold it: prepare replaces what it writes there."""
+    folder = source_folder(source)
+    if folder is None:
+        return
+    folder, target = folder.resolve(), out.resolve()
+    if target == folder or target.is_relative_to(folder) or folder.is_relative_to(target):
+        relation = "is" if target == folder else "is inside" if target.is_relative_to(folder) else "contains"
+        raise DataError(
+            f"--out {out} {relation} the source folder {folder}; give an output folder of its own "
+            "(prepare replaces the files it writes there)"
+        )
+
+
+def _claim(out: Path) -> None:
+    """Makes `out` prepare's own: new or empty (then marked), marked already, or an older prepare's output.
+
+    Raises:
+        DataError: `out` holds files prepare did not write; nothing there is touched.
+    """
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file, not a folder")
+    entries = sorted(item.name for item in out.iterdir()) if out.is_dir() else []
+    if MARKER not in entries:
+        if entries and _manifest_format(out / "manifest.json") is None:
+            shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+            raise DataError(
+                f"--out {out} is not empty and was not written by `medklip data prepare` (it holds {shown}); "
+                "give a new or empty folder: nothing there was changed"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("written by medklip data prepare: it replaces only the files it lists\n")
+
+
+def _manifest_format(path: Path) -> str | None:
+    try:
+        value = json.loads(path.read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value.startswith("medklip-prepared/") else None
 
 
 def _build(opened, source: str, out: Path, config: PrepareConfig, fingerprint: str, progress: bool) -> dict:
@@ -237,7 +294,8 @@ def _build(opened, source: str, out: Path, config: PrepareConfig, fingerprint: s
         rows, skipped = [], []
         # Bounded windows keep memory flat: a Hugging Face source hands us encoded bytes, not paths.
         for window in _windows(_screen(opened.records(), skipped), WINDOW):
-            jobs = [(r.image_path, r.image_bytes, config.short_side, config.min_side) for r in window]
+            limits = ImageLimits(config.max_pixels, config.max_bytes)
+            jobs = [(r.image_path, r.image_bytes, config.short_side, config.min_side, limits) for r in window]
             results = pool.map(_decode, jobs, chunksize=8) if pool else map(_decode, jobs)
             for record, (pixels, reason, source_size) in zip(window, results, strict=True):
                 if pixels is None:
@@ -274,6 +332,8 @@ def _build(opened, source: str, out: Path, config: PrepareConfig, fingerprint: s
             config.split_seed,
         )
         table.to_parquet(staging / "reports.parquet", index=False)
+        if skipped:
+            pd.DataFrame(skipped, columns=["id", "path", "reason"]).to_csv(staging / "skipped.csv", index=False)
         if opened.truth_path is not None:
             shutil.copyfile(opened.truth_path, staging / "truth.csv")
         manifest = {
@@ -284,7 +344,8 @@ def _build(opened, source: str, out: Path, config: PrepareConfig, fingerprint: s
             "settings": {key: value for key, value in asdict(config).items() if key != "workers"},
             "n_images": len(table),
             "n_skipped": len(skipped),
-            "skipped": skipped,
+            "skipped": skipped[:SKIPPED_IN_MANIFEST],
+            "skipped_file": "skipped.csv" if skipped else None,
             "skipped_by_reason": dict(Counter(item["reason"].split(":")[0] for item in skipped)),
             "splits": {name: int((table["split"] == name).sum()) for name in ("train", "val", "test")},
             "shards": writer.names,
@@ -301,12 +362,22 @@ def _build(opened, source: str, out: Path, config: PrepareConfig, fingerprint: s
 
 
 def _publish(staging: Path, out: Path, manifest: dict) -> None:
-    """Moves a finished build into place; the manifest goes last, so its presence means complete."""
+    """Moves a finished build into place; the manifest goes last, so its presence means complete. Only what a
+    previous build wrote (the shards its manifest lists, its reports, truth and skip list) is replaced or removed."""
+    previous = load_manifest(out) or {}
     (out / "manifest.json").unlink(missing_ok=True)
-    shutil.rmtree(out / "shards", ignore_errors=True)
-    (out / "truth.csv").unlink(missing_ok=True)
-    for item in staging.iterdir():
-        item.replace(out / item.name)
+    for name in previous.get("shards", []):
+        if SHARD_NAME.fullmatch(name):
+            (out / name).unlink(missing_ok=True)
+    (out / "shards").mkdir(exist_ok=True)
+    for shard in (staging / "shards").iterdir():
+        shard.replace(out / "shards" / shard.name)
+    written_before = {"reports.parquet", previous.get("truth"), previous.get("skipped_file")}
+    for name in ("reports.parquet", "truth.csv", "skipped.csv"):
+        if (staging / name).exists():
+            (staging / name).replace(out / name)
+        elif name in written_before:
+            (out / name).unlink(missing_ok=True)
     temporary = out / "manifest.json.tmp"
     temporary.write_text(json.dumps(manifest, indent=2))
     temporary.replace(out / "manifest.json")

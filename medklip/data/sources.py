@@ -4,8 +4,8 @@
   optional `study_id` or `patient_id` to keep a study's images in one split). What hospital users bring, and what
   `medklip data synth` writes.
 - `hf://NAME[?split=train&revision=REV]`: a Hugging Face dataset with columns `image`, `findings`, `impression`
-  (e.g. `hf://itsanmolgupta/mimic-cxr-dataset`). NAME may also be a local folder written by
-  `datasets.Dataset.save_to_disk`.
+  (e.g. `hf://itsanmolgupta/mimic-cxr-dataset`). NAME may also be an absolute local folder written by
+  `datasets.Dataset.save_to_disk` (`hf:///data/mimic`); a relative NAME is always a Hub id.
 - `synthetic://N?seed=S[&size=256]`: N procedural radiographs from `medklip.data.synthetic`, generated on first use.
 
 A source yields `Record`s: an id, the report text, and either a file path or the encoded image bytes.
@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,11 @@ from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
 
+from medklip.safe_paths import UnsafePath, contained
+
 logger = logging.getLogger(__name__)
+
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")  # no '..' segment can start one
 
 REPORT_COLUMNS = ("id", "image", "findings", "impression")
 GROUP_COLUMNS = ("study_id", "patient_id")  # first present one groups rows into one split
@@ -45,6 +50,7 @@ class Record:
     image_path: str | None = None  # a file to read, or
     image_bytes: bytes | None = None  # the encoded image itself
     group: str | None = None  # study or patient id when the source has one
+    refused: str | None = None  # why the image may not be read (a path outside the source folder)
 
 
 def read_reports_csv(path: str | Path, required: tuple[str, ...] = REPORT_COLUMNS) -> pd.DataFrame:
@@ -106,24 +112,30 @@ class FolderSource:
         """
         digest = hashlib.sha256(self.reports_path.read_bytes())
         for relative in self.table["image"]:
-            path = self.root / relative
             try:
-                stat = path.stat()
+                stat = contained(self.root, str(relative).strip()).stat()
                 digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-            except OSError:
+            except (OSError, UnsafePath):
                 digest.update(f"{relative}\0missing\n".encode())
         return {"kind": "folder", "root": str(self.root.resolve()), "sha256": digest.hexdigest()}
 
     def records(self) -> Iterator[Record]:
         for row in self.table.itertuples(index=False):
             relative = str(row.image).strip()
+            path, refused = None, None
+            if relative:
+                try:
+                    path = str(contained(self.root, relative))
+                except UnsafePath as error:
+                    refused = error.reason
             yield Record(
                 id=str(row.id).strip(),
                 findings=row.findings,
                 impression=row.impression,
                 image_ref=relative,
-                image_path=str(self.root / relative) if relative else None,
+                image_path=path,
                 group=getattr(row, self.group_column) if self.group_column else None,
+                refused=refused,
             )
 
 
@@ -140,7 +152,7 @@ class HuggingFaceSource:
         self.name = name
         self.split = split
         self.uri = uri or f"hf://{name}"
-        if Path(name).exists():
+        if Path(name).is_absolute():  # a folder from `save_to_disk`; a relative name is always a Hub id
             loaded = datasets.load_from_disk(name)
         else:
             loaded = datasets.load_dataset(name, split=split, revision=revision)
@@ -200,6 +212,17 @@ class SyntheticSource(FolderSource):
         return dict(self.spec)
 
 
+def source_folder(uri: str) -> Path | None:
+    """The local folder a source URI reads (folder://, a bare folder, hf:// of a local folder), else None."""
+    if "://" not in uri:
+        return Path(uri) if Path(uri).is_dir() else None
+    parsed = urlparse(uri)
+    location = Path(parsed.netloc + parsed.path)
+    if parsed.scheme == "folder" or (parsed.scheme == "hf" and location.is_absolute()):
+        return location
+    return None
+
+
 def open_source(uri: str, workdir: str | Path, workers: int | None = None) -> FolderSource | HuggingFaceSource:
     """Opens a source URI (see the module docstring for the forms).
 
@@ -222,6 +245,8 @@ def open_source(uri: str, workdir: str | Path, workers: int | None = None) -> Fo
             raise DataError(f"{uri}: folder {location} does not exist")
         return FolderSource(location, uri=uri)
     if parsed.scheme == "hf":
+        if not Path(location).is_absolute() and not HUB_ID.fullmatch(location):
+            raise DataError(f"{uri}: NAME must be a Hub dataset id (owner/name) or an absolute local folder")
         return HuggingFaceSource(location, split=query.get("split", "train"), revision=query.get("revision"), uri=uri)
     if parsed.scheme == "synthetic":
         try:
@@ -230,7 +255,11 @@ def open_source(uri: str, workdir: str | Path, workers: int | None = None) -> Fo
             size = int(query.get("size", 256))
         except ValueError as error:
             raise DataError(f"{uri}: expected synthetic://N?seed=S[&size=P] with integers") from error
-        if n < 1:
-            raise DataError(f"{uri}: N must be at least 1")
+        from medklip.data.synthetic import check_request
+
+        try:
+            check_request(n, size)
+        except ValueError as error:
+            raise DataError(f"{uri}: {error}") from None
         return SyntheticSource(n, seed, size, workdir=workdir, uri=uri, workers=workers)
     raise DataError(f"{uri}: unknown source; use folder://DIR, hf://NAME or synthetic://N?seed=S")

@@ -188,17 +188,23 @@ def _write_outputs(metrics: dict, scores: np.ndarray, labels: np.ndarray, out: P
 
 @torch.no_grad()
 def _write_heatmaps(model, dataset: CXRDataset, scores: np.ndarray, rows: np.ndarray, folder: Path, count: int) -> None:
-    """Attention overlays of the 3 most likely findings for the first `count` test images."""
+    """Attention overlays of the 3 most likely findings for the first `count` test images; `index.csv` beside them
+    names each file's report id (ids become file names through `medklip.safe_paths.file_name`)."""
     from medklip.evaluation.predict import ranked_findings, write_overlays
 
     table = dataset.data.table
     positions = {int(row): i for i, row in enumerate(dataset.row_numbers)}
+    listed = []
     for row, row_scores in list(zip(rows, scores, strict=True))[: max(count, 0)]:
         batch = dataset.__getitems__([positions[int(row)]])
         attention = model(batch["image"], return_attention=True)["attention"][0]
         pixels = batch["image"][0, 0].numpy()
         indices = ranked_findings(model, row_scores, 3)
-        write_overlays(attention, pixels, row_scores, str(table["id"].iat[int(row)]), indices, folder)
+        report_id = str(table["id"].iat[int(row)])
+        for path in write_overlays(attention, pixels, row_scores, report_id, indices, folder):
+            listed.append({"id": report_id, "file": Path(path).name})
+    if listed:
+        pd.DataFrame(listed).to_csv(folder / "index.csv", index=False)
 
 
 # --- zero-shot on external label sets ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import torch
 
 from medklip.data.augment import full_view, warp_batch
 from medklip.data.images import BadImage, decode_image, pixels_from_array
+from medklip.safe_paths import file_name
 from medklip.vocabulary import ENTITIES, EXCLUDED_ENTITY, NORMAL_ENTITIES, POSITIONS, TAIL_ENTITY
 
 # Findings worth listing first: not the normal statements and not the catch-all buckets.
@@ -152,7 +153,10 @@ def predict_files(
 
 
 def write_overlays(attention, pixels: np.ndarray, probabilities, name: str, indices: list[int], folder) -> list[str]:
-    """Attention overlays `<folder>/<name>_<entity>.png` of the given entities for one image.
+    """Attention overlays `<folder>/<file_name(name)>_<entity>.png` of the given entities for one image.
+
+    `name` may be any string (a report id from a CSV): `medklip.safe_paths.file_name` makes it a name that stays in
+    `folder`; the returned paths are what callers list next to the original name.
 
     Args:
         attention: (layers, 75, T) cross-attention of the image.
@@ -172,5 +176,6 @@ def write_overlays(attention, pixels: np.ndarray, probabilities, name: str, indi
     for index in indices:
         entity = ENTITIES[index]
         title = f"{name}: {entity}, p = {float(probabilities[index]):.2f}"
-        written.append(str(overlay_heatmap(pixels, np.asarray(maps[index]), title, folder / f"{name}_{entity}.png")))
+        path = folder / f"{file_name(name)}_{entity}.png"
+        written.append(str(overlay_heatmap(pixels, np.asarray(maps[index]), title, path)))
     return written

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -88,10 +89,13 @@ def read_header(path: str | Path) -> tuple[Config, dict]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from error
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a MedKLIP checkpoint (format {metadata.get('format')!r})")
-    values = json.loads(metadata["config"])
-    for added in PRE_GROUNDING_DEFAULTS:  # a file from before these options was trained without them
-        values.setdefault("model", {}).setdefault(added, False)
-    return from_dict(values), json.loads(metadata.get("extra", "{}"))
+    try:
+        values = json.loads(metadata["config"])
+        for added in PRE_GROUNDING_DEFAULTS:  # a file from before these options was trained without them
+            values.setdefault("model", {}).setdefault(added, False)
+        return from_dict(values), json.loads(metadata.get("extra", "{}"))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:  # ConfigError is a ValueError
+        raise CheckpointError(f"{path}: the config in its header is not valid: {error}") from None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
@@ -99,11 +103,27 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     from medklip.model.network import MedKLIP
 
     config, extra = read_header(path)
+    # The file's tensors are what it holds; the header only describes them. The model is first built on the meta
+    # device (no memory) and its shapes compared with the file's, so a header asking for a huge model allocates
+    # nothing, and a backbone file named in it is never opened (the weights are in this file).
+    model_config = replace(config.model, backbone_weights=None)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
+        knowledge = [shapes.get(name, (0, 0)) for name in ("entity_embeddings", "position_embeddings")]
+        with torch.device("meta"):
+            skeleton = MedKLIP(model_config, *(torch.empty(shape) for shape in knowledge))
+        expected = {name: tuple(value.shape) for name, value in skeleton.state_dict().items()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: its header and tensors do not describe a MedKLIP model ({error})") from None
+    if expected != shapes:
+        differing = sorted(set(expected.items()) ^ set(shapes.items()))[:3]
+        raise CheckpointError(f"{path}: the config in its header does not match its tensors (e.g. {differing})")
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path}: cannot read weights ({error})") from error
-    model = MedKLIP(config.model, tensors["entity_embeddings"], tensors["position_embeddings"])
+    model = MedKLIP(model_config, tensors["entity_embeddings"], tensors["position_embeddings"])
     model.load_state_dict(tensors)
     model.label_counts = extra.get("label_counts")  # {entity: [n_pos, n_neg]} in training, when recorded
     return model.to(device).eval()

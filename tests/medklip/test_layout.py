@@ -17,6 +17,7 @@ LAYERS = {
     "medklip": 0,  # the package face (`__version__`)
     "medklip.vocabulary": 0,
     "medklip.config": 0,
+    "medklip.safe_paths": 0,
     "medklip.data": 1,
     "medklip.labels": 2,
     "medklip.model": 3,

@@ -95,10 +95,12 @@ def test_unknown_scheme_and_missing_folder_are_clear(tmp_path):
 
 
 def test_all_images_bad_is_an_error_not_an_empty_dataset(tmp_path):
-    (tmp_path / "x.png").write_bytes(b"")
-    write_reports(tmp_path, [{"id": "x", "image": "x.png", **GOOD_REPORT}])
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "x.png").write_bytes(b"")
+    write_reports(source, [{"id": "x", "image": "x.png", **GOOD_REPORT}])
     with pytest.raises(DataError, match="no usable images"):
-        prepare(f"folder://{tmp_path}", tmp_path / "out", PrepareConfig(workers=1))
+        prepare(f"folder://{source}", tmp_path / "out", PrepareConfig(workers=1))
     assert not (tmp_path / "out/manifest.json").exists()
 
 
@@ -124,13 +126,14 @@ def test_rows_sharing_a_report_stay_together_unless_boilerplate():
 
 
 def test_study_id_column_groups_rows(tmp_path):
-    (tmp_path / "images").mkdir()
+    source = tmp_path / "source"
+    (source / "images").mkdir(parents=True)
     rows = []
     for i in range(40):
-        Image.fromarray(radiograph(100, 100, seed=i)).save(tmp_path / f"images/{i}.png")
+        Image.fromarray(radiograph(100, 100, seed=i)).save(source / f"images/{i}.png")
         rows.append({"id": f"r{i}", "image": f"images/{i}.png", "findings": f"Report {i}.", "study_id": f"s{i // 4}"})
-    write_reports(tmp_path, rows, columns=("id", "image", "findings", "impression", "study_id"))
-    prepare(f"folder://{tmp_path}", tmp_path / "out", PrepareConfig(workers=1, val_fraction=0.3, test_fraction=0.3))
+    write_reports(source, rows, columns=("id", "image", "findings", "impression", "study_id"))
+    prepare(f"folder://{source}", tmp_path / "out", PrepareConfig(workers=1, val_fraction=0.3, test_fraction=0.3))
     table = PreparedData(tmp_path / "out").table
     table["study"] = [f"s{int(identifier[1:]) // 4}" for identifier in table["id"]]
     assert (table.groupby("study")["split"].nunique() == 1).all()

@@ -61,7 +61,9 @@ Truth conventions (what a report extractor is scored against; they follow docs/e
 
 from medklip.data.synthetic.anatomy import cardiothoracic_ratio
 from medklip.data.synthetic.case import (
+    MAX_CASES,
     REPORT_COLUMNS,
+    SIZE_RANGE,
     TRUTH_COLUMNS,
     VERSION,
     Anatomy,
@@ -73,12 +75,14 @@ from medklip.data.synthetic.case import (
     case_id,
 )
 from medklip.data.synthetic.findings import sample_spec
-from medklip.data.synthetic.generator import generate, main, make_case
+from medklip.data.synthetic.generator import check_request, generate, main, make_case
 from medklip.data.synthetic.render import render
 from medklip.data.synthetic.reports import write_report
 
 __all__ = [
+    "MAX_CASES",
     "REPORT_COLUMNS",
+    "SIZE_RANGE",
     "TRUTH_COLUMNS",
     "VERSION",
     "Anatomy",
@@ -88,6 +92,7 @@ __all__ = [
     "SynthSummary",
     "TruthRow",
     "cardiothoracic_ratio",
+    "check_request",
     "case_id",
     "generate",
     "main",

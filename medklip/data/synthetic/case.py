@@ -15,6 +15,8 @@ logger = logging.getLogger(__name__)
 VERSION = 1  # bump when the images or reports of a given seed change; it keys cached synthetic sources
 
 REPORT_COLUMNS = ("id", "image", "findings", "impression")
+MAX_CASES = 100_000  # a synthetic data set's size limit (about 3 GB of 256 px PNGs)
+SIZE_RANGE = (64, 1024)  # image side in pixels
 
 TRUTH_COLUMNS = ("id", "entity", "position", "existence", "x0", "y0", "x1", "y1")
 

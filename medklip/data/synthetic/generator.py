@@ -15,7 +15,16 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from medklip.data.synthetic.case import REPORT_COLUMNS, TRUTH_COLUMNS, Case, SynthSummary, TruthRow, case_id
+from medklip.data.synthetic.case import (
+    MAX_CASES,
+    REPORT_COLUMNS,
+    SIZE_RANGE,
+    TRUTH_COLUMNS,
+    Case,
+    SynthSummary,
+    TruthRow,
+    case_id,
+)
 from medklip.data.synthetic.findings import sample_spec
 from medklip.data.synthetic.render import render
 from medklip.data.synthetic.reports import truth, write_report
@@ -55,6 +64,14 @@ def _write_case(job: tuple[str, int, int, int]) -> tuple[str, str, str, list[Tru
     return case.id, case.findings, case.impression, case.truth, case.normal
 
 
+def check_request(n: int, size: int) -> None:
+    """Refuses, before any work, a data set no machine should be asked for (one typed into a form, say)."""
+    if not 1 <= n <= MAX_CASES:
+        raise ValueError(f"synthetic n = {n} is out of range: 1 to {MAX_CASES:,}")
+    if not SIZE_RANGE[0] <= size <= SIZE_RANGE[1]:
+        raise ValueError(f"synthetic size = {size} is out of range: {SIZE_RANGE[0]} to {SIZE_RANGE[1]} pixels")
+
+
 def generate(
     out_dir: str | Path,
     n: int,
@@ -76,10 +93,7 @@ def generate(
     Returns:
         Counts of what was written.
     """
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
-    if size < 64:
-        raise ValueError(f"size must be at least 64 pixels, got {size}")
+    check_request(n, size)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     workers = max(1, min(workers or os.cpu_count() or 1, n))
