@@ -123,17 +123,26 @@ def pid_file(name: str) -> Path:
     return STACK / "pids" / f"{name}.pid"
 
 
+def started_at(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or None if there is none.
+    With the pid it names one process for good: a pid the system has since given to another process differs."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[19]
+
+
 def alive(name: str) -> int | None:
-    """The pid of a running service started by `up`, else None."""
+    """The pid of a running service started by `up`, else None: the pid file names the pid and its start time, so a
+    pid reused by another process after a reboot or a crash is never taken for ours (and never signalled)."""
     path = pid_file(name)
     if not path.is_file():
         return None
-    pid = int(path.read_text())
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    pid, _, recorded = path.read_text().strip().partition(" ")
+    if not pid.isdigit() or not recorded or started_at(int(pid)) != recorded:
         return None
-    return pid
+    return int(pid)
 
 
 def answers(url: str | None) -> bool:
@@ -165,7 +174,7 @@ def start(service: dict) -> None:
     process = subprocess.Popen(
         service["command"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
     )
-    pid_file(service["name"]).write_text(str(process.pid))
+    pid_file(service["name"]).write_text(f"{process.pid} {started_at(process.pid)}")
 
 
 def s3_client():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -270,3 +271,26 @@ def test_a_million_empty_rows_keep_the_manifest_small(tmp_path):
     assert manifest["n_skipped"] == 200_000 and len(manifest["skipped"]) == 1000
     assert (tmp_path / "out/manifest.json").stat().st_size < 200_000
     assert len((tmp_path / "out/skipped.csv").read_text().splitlines()) == 200_001  # nothing lost: all are listed
+
+
+# --- the local stack signals only its own processes ---------------------------------------------------------------
+def test_down_never_signals_a_pid_that_is_not_the_one_up_started(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stack", Path(__file__).parents[2] / "infra/local/stack.py")
+    stack = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stack)
+    monkeypatch.setattr(stack, "STACK", tmp_path)
+    (tmp_path / "pids").mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        path = stack.pid_file("mlflow")
+        path.write_text(f"{sleeper.pid} {stack.started_at(sleeper.pid)}")
+        assert stack.alive("mlflow") == sleeper.pid  # the process `up` started
+        for stale in [f"{sleeper.pid} 1", f"{sleeper.pid}", "1", "not a pid", f"{os.getpid()} 0"]:
+            path.write_text(stale)  # a reused pid (another start time), or a file from an older release
+            assert stack.alive("mlflow") is None, stale
+        stack.down()  # finds nothing of its own to stop
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
