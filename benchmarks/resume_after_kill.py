@@ -12,7 +12,6 @@ fresh folder, SIGKILLs it that many seconds in, and runs the command again to th
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import signal
@@ -21,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from medklip.labels.extract import file_sha256
+
 MEDKLIP = [sys.executable, "-m", "medklip.cli"]
 
 
@@ -28,8 +29,7 @@ def outcome(save: Path) -> dict:
     last = json.loads((save / "last.json").read_text())
     lines = (save / "history.jsonl").read_text().splitlines()
     history = [{key: value for key, value in json.loads(line).items() if key != "img_s"} for line in lines]
-    digest = lambda path: hashlib.sha256(path.read_bytes()).hexdigest()  # noqa: E731
-    best, final = digest(save / "model_best.safetensors"), digest(save / last["dir"] / "model.safetensors")
+    best, final = file_sha256(save / "model_best.safetensors"), file_sha256(save / last["dir"] / "model.safetensors")
     return {"history": history, "best": best, "final": final}
 
 

@@ -292,9 +292,9 @@ def _build(opened, source: str, out: Path, config: PrepareConfig, fingerprint: s
     bar = tqdm(total=len(opened), desc="prepare", unit="img", disable=not progress)
     try:
         rows, skipped = [], []
+        limits = ImageLimits(config.max_pixels, config.max_bytes)
         # Bounded windows keep memory flat: a Hugging Face source hands us encoded bytes, not paths.
         for window in _windows(_screen(opened.records(), skipped), WINDOW):
-            limits = ImageLimits(config.max_pixels, config.max_bytes)
             jobs = [(r.image_path, r.image_bytes, config.short_side, config.min_side, limits) for r in window]
             results = pool.map(_decode, jobs, chunksize=8) if pool else map(_decode, jobs)
             for record, (pixels, reason, source_size) in zip(window, results, strict=True):

@@ -6,7 +6,6 @@ Fixtures are small and generated here. Cases are drawn from a seeded generator w
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -22,6 +21,7 @@ from PIL import Image
 from medklip.cli import main
 from medklip.data.prepare import PrepareConfig, prepare
 from medklip.data.sources import DataError
+from medklip.labels.extract import file_sha256
 from medklip.safe_paths import UnsafePath, contained, file_name
 from tests.helpers import GOOD_REPORT, radiograph, write_reports
 
@@ -30,11 +30,7 @@ SEED = 20261207
 
 def snapshot(root: Path) -> dict[str, str]:
     """Every file under `root` with its content hash: what 'no file changed, none added' is checked against."""
-    return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
+    return {str(path.relative_to(root)): file_sha256(path) for path in sorted(root.rglob("*")) if path.is_file()}
 
 
 def peak_rss_mb(command: list[str]) -> tuple[int, float]:
