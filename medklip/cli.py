@@ -107,7 +107,7 @@ def _extract(args: argparse.Namespace) -> int:
         if len(args.inputs) != 1:
             raise DataError("usage: medklip extract score LABELLED.jsonl [--extractor rules|radgraph]")
         cases = load_labelled(args.inputs[0])
-        engine = extract.make_extractor(args.extractor, radgraph_dir=args.radgraph_dir)
+        engine = extract.make_extractor(args.extractor, radgraph_dir=args.radgraph_dir, label_scheme=args.label_scheme)
         result = score([triplets for _, triplets in cases], engine.extract([text for text, _ in cases]))
         print(format_table(result))
         print(f"{len(result['errors'])} disagreements over {len(cases)} texts; --json lists them")
@@ -131,6 +131,7 @@ def _extract(args: argparse.Namespace) -> int:
         radgraph_dir=args.radgraph_dir,
         batch_size=args.batch_size,
         progress=True,
+        label_scheme=args.label_scheme,
     )
     print(f"{out}: {summary.line()}")
     for reason, count in summary.skipped.items():
@@ -288,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--cache", default=None, help="cache folder; reruns extract only reports not seen before")
     extract.add_argument("--radgraph-dir", default=None, help="folder holding modern-radgraph-xl/ (radgraph extractor)")
     extract.add_argument("--batch-size", type=int, default=256, help="reports per extractor call")
+    extract.add_argument(
+        "--label-scheme",
+        choices=("ours", "official"),
+        default="ours",
+        help="radgraph: graphs -> triplets by our rules (default) or MedKLIP's official preprocessing "
+        "(docs/extraction.md)",
+    )
     extract.add_argument("--json", action="store_true", help="score: also print the full result as JSON")
     extract.set_defaults(handler=_extract)
 

@@ -27,6 +27,8 @@ Quick look:
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import yaml
@@ -259,6 +261,9 @@ SYNONYMS: dict[str, tuple[str, ...]] = {name: tuple(phrases or ()) for name, phr
 POSITION_SYNONYMS: dict[str, tuple[str, ...]] = {
     name: tuple(phrases or ()) for name, phrases in _KNOWLEDGE["position_synonyms"].items()
 }
+
+# The phrase tables' digest: part of each extractor's cache key, so an edited phrase never leaves stale triplets.
+PHRASES_SHA256 = hashlib.sha256(json.dumps([SYNONYMS, POSITION_SYNONYMS]).encode()).hexdigest()
 
 # Reverse lookups for extractors. Building them here, rather than in each caller, keeps one definition of ownership.
 ENTITY_BY_PHRASE: dict[str, str] = {phrase: entity for entity, phrases in SYNONYMS.items() for phrase in phrases}

@@ -10,11 +10,15 @@ import re
 
 from medklip.vocabulary import POSITION_BY_PHRASE
 
-TOKEN = re.compile(r"[a-z0-9]+(?:['/-][a-z0-9]+)*|[,;:()]")
+TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*|[,;:()/]")
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-case word tokens (hyphen/slash compounds kept whole: "air-space", "pacemaker/icd") and , ; : ( )."""
+    """Lower-case word tokens (hyphen compounds kept whole: "air-space") and , ; : ( ) /.
+
+    A slash is a token of its own: "atelectasis/scarring" names two findings, and the phrase tables tokenise
+    "and/or" or "pacemaker/icd" the same way, so they still match as phrases.
+    """
     return TOKEN.findall(text.lower())
 
 

@@ -5,6 +5,7 @@
     medklip extract --reports reports.csv --out part-1.parquet --shard 1/4 --cache .cache/extract
     medklip extract merge --out triplets.parquet part-*.parquet
     medklip extract --reports reports.csv --out t.parquet --extractor radgraph --radgraph-dir /models/radgraph
+    medklip extract --reports reports.csv --out t.parquet --extractor radgraph --label-scheme official
     medklip extract score tests/data/extraction_dev.jsonl                         # per-entity P/R/F1
 
 Input columns `id,findings,impression` (either text may be empty). Output rows `report_id, entity, position,
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 SUMMARY_KEY = b"medklip.labels.extract.summary"
 EXTRACTORS = ("rules", "radgraph")
+LABEL_SCHEMES = ("ours", "official")  # radgraph_extractor.LABEL_SCHEMES; docs/extraction.md, RadGraph label schemes
 
 
 @dataclass
@@ -69,8 +71,20 @@ class ExtractSummary:
         )
 
 
-def make_extractor(name: str, radgraph_dir: str | None = None, batch_size: int = 16):
-    """The extractor called `name` (`rules` or `radgraph`)."""
+def make_extractor(name: str, radgraph_dir: str | None = None, batch_size: int = 16, label_scheme: str = "ours"):
+    """The extractor called `name` (`rules` or `radgraph`), with RadGraph's `label_scheme` (`ours` or `official`).
+
+    Raises:
+        ValueError: unknown extractor or scheme, or `official` with the rules extractor (it reads no RadGraph graph,
+            and the official rules are rules about RadGraph relations).
+    """
+    if label_scheme not in LABEL_SCHEMES:
+        raise ValueError(f"unknown label scheme {label_scheme!r}; choose from {LABEL_SCHEMES}")
+    if name == "rules" and label_scheme != "ours":
+        raise ValueError(
+            f"--label-scheme {label_scheme} needs --extractor radgraph: the official MedKLIP rules are rules about "
+            f"RadGraph graphs, which the rules extractor does not build"
+        )
     if name == "rules":
         from medklip.labels.rule_extractor import RuleExtractor
 
@@ -78,7 +92,7 @@ def make_extractor(name: str, radgraph_dir: str | None = None, batch_size: int =
     if name == "radgraph":
         from medklip.labels.radgraph_extractor import RadGraphExtractor
 
-        return RadGraphExtractor(model_dir=radgraph_dir, batch_size=batch_size)
+        return RadGraphExtractor(model_dir=radgraph_dir, batch_size=batch_size, label_scheme=label_scheme)
     raise ValueError(f"unknown extractor {name!r}; choose from {EXTRACTORS}")
 
 
@@ -229,6 +243,7 @@ def extract_file(
     radgraph_dir: str | None = None,
     batch_size: int = 256,
     progress: bool = False,
+    label_scheme: str = "ours",
 ) -> ExtractSummary:
     """`medklip extract`: a reports CSV, or a prepared folder's `reports.parquet`, to a triplets parquet file."""
     reports = Path(reports)
@@ -239,7 +254,9 @@ def extract_file(
     duplicated = table["id"].astype(str).duplicated()
     if duplicated.any():
         raise DataError(f"{reports}: duplicate report ids, e.g. {table['id'][duplicated].head(3).tolist()}")
-    engine = make_extractor(extractor, radgraph_dir=radgraph_dir, batch_size=min(batch_size, 64))
+    engine = make_extractor(
+        extractor, radgraph_dir=radgraph_dir, batch_size=min(batch_size, 64), label_scheme=label_scheme
+    )
     triplets, summary = extract_table(table, engine, cache=cache, shard=shard, batch_size=batch_size, progress=progress)
     summary.input_sha256 = file_sha256(reports)
     write_triplets(triplets, out, summary)
@@ -256,7 +273,11 @@ def file_sha256(path: str | Path) -> str:
 
 
 def is_extracted(
-    reports: str | Path, out: str | Path, extractor: str = "rules", radgraph_dir: str | None = None
+    reports: str | Path,
+    out: str | Path,
+    extractor: str = "rules",
+    radgraph_dir: str | None = None,
+    label_scheme: str = "ours",
 ) -> bool:
     """Whether `out` holds the whole of `reports` extracted by this extractor version (a rerun would change nothing)."""
     if not Path(out).is_file():
@@ -265,7 +286,7 @@ def is_extracted(
         summary = read_summary(out)
     except DataError:
         return False
-    engine = make_extractor(extractor, radgraph_dir=radgraph_dir)
+    engine = make_extractor(extractor, radgraph_dir=radgraph_dir, label_scheme=label_scheme)
     return (
         summary.get("extractor") == f"{engine.name}/{engine.version}"
         and (summary.get("shard") == "0/1" or str(summary.get("shard")).startswith("merged"))

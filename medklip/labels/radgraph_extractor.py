@@ -6,16 +6,20 @@
     # [[Triplet('effusion', 'left_pleural', 1, ...), Triplet('pneumothorax', 'unspecified', 0, ...)]]
 
     medklip extract --reports reports.csv --out t.parquet --extractor radgraph --radgraph-dir /models/radgraph
+    medklip extract ... --extractor radgraph --label-scheme official     # MedKLIP's own preprocessing rules
 
 Two parts:
 
 1. `annotations_to_triplets` turns one report's RadGraph graph (the `radgraph` package's output format, either label
-   scheme: RadGraph 1.0 `OBS-DP`/`OBS-DA`/`OBS-U`/`ANAT-DP` or RadGraph-XL `Observation::definitely present`, ...)
-   into triplets the way MedKLIP does (docs/extraction.md; reference section 3): an observation's positions come from
-   the anatomy it is `located_at`, each anatomy expanded with the anatomy words that `modify` it ("left lower lobe"),
-   `unspecified` when none; existence is 1/0/-1 for definitely present/absent/uncertain; observation words map to
-   the 75 entities through `entities.ENTITY_BY_PHRASE`, MedKLIP's excluded lemmas to `excluded_obs`, anything else to
-   `tail_abnorm_obs`. It needs no model and no torch.
+   set: RadGraph 1.0 `OBS-DP`/`OBS-DA`/`OBS-U`/`ANAT-DP` or RadGraph-XL `Observation::definitely present`, ...)
+   into triplets under one of two label schemes (docs/extraction.md, "RadGraph label schemes", lists every
+   difference). `ours`, the default: an observation's positions come from the anatomy it is `located_at`, each
+   anatomy expanded with the anatomy words that `modify` it ("left lower lobe"), `unspecified` when none; existence
+   is 1/0/-1 for definitely present/absent/uncertain; observation words map to the 75 entities through
+   `vocabulary.ENTITY_BY_PHRASE`, MedKLIP's excluded lemmas to `excluded_obs`, anything else to `tail_abnorm_obs`;
+   positions and normal statements follow the same contract as the rules extractor. `official`: the rules of MedKLIP's
+   `radgraph_itemized.py` -> `radgraph_parsed.py` -> `adj_matrix.py` (`official_triplets`). It needs no model and
+   no torch.
 2. `RadGraphExtractor` runs the real `radgraph` package (model `modern-radgraph-xl` by default) over batches of
    reports and converts each graph. The weights are not downloaded here: put an extracted `modern-radgraph-xl.tar.gz`
    (Hugging Face repo StanfordAIMI/RRG_scorers) in `<dir>/modern-radgraph-xl/` and pass `--radgraph-dir <dir>` or set
@@ -53,13 +57,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medklip.labels.anatomy import LUNG_WORDS, POSITIONS_TABLE, PhraseTable, resolve, sides_of, tokenize
-from medklip.labels.triplets import Triplet, statement_triplets
-from medklip.vocabulary import ENTITY_BY_PHRASE, EXCLUDED_ENTITY, EXCLUDED_OBSERVATIONS, TAIL_ENTITY
+from medklip.labels.triplets import POSITION_INDEX, Triplet, statement_triplets
+from medklip.vocabulary import (
+    ENTITIES,
+    ENTITY_BY_PHRASE,
+    EXCLUDED_ENTITY,
+    EXCLUDED_OBSERVATIONS,
+    OTHER_POSITION,
+    PHRASES_SHA256,
+    TAIL_ENTITY,
+    UNSPECIFIED_POSITION,
+)
 
 logger = logging.getLogger(__name__)
 
 # Bump when annotations_to_triplets changes what it emits, so cached extractions are not reused.
 CONVERSION_VERSION = "1"
+# How graphs become triplets: "ours" (docs/extraction.md) or "official" (MedKLIP's own preprocessing). Part of
+# `RadGraphExtractor.version`, so the extraction cache never answers one scheme with the other's triplets.
+LABEL_SCHEMES = ("ours", "official")
+DEFAULT_LABEL_SCHEME = "ours"
 DEFAULT_MODEL_TYPE = "modern-radgraph-xl"
 MODEL_TYPES = ("radgraph", "radgraph-xl", "modern-radgraph-xl")
 ENV_DIR = "MEDKLIP_RADGRAPH_DIR"
@@ -207,77 +224,260 @@ def _sentences(words: list[str]) -> tuple[list[int], list[str]]:
     return index_of, sentences
 
 
-def annotations_to_triplets(annotation: dict) -> list[Triplet]:
-    """Triplets of one report from its RadGraph graph, as MedKLIP builds them (see the module docstring).
+class _Graph:
+    """One report's RadGraph annotation, parsed once: tokens, sentences, and each entity's kind, existence, span."""
+
+    def __init__(self, annotation: dict):
+        self.words = str(annotation.get("text") or "").split()
+        self.entities: dict[str, dict] = {str(key): value for key, value in (annotation.get("entities") or {}).items()}
+        self.sentence_of, self.sentences = _sentences(self.words)
+        self.kind, self.existence, self.measurement, self.span = {}, {}, {}, {}
+        for key, entity in self.entities.items():
+            self.kind[key], self.existence[key], self.measurement[key] = _parse_label(str(entity.get("label", "")))
+            start, end = entity.get("start_ix"), entity.get("end_ix", entity.get("start_ix"))
+            valid = isinstance(start, int) and isinstance(end, int) and 0 <= start <= end < len(self.words)
+            self.span[key] = (start, end) if valid else None
+            if self.kind[key] is None:
+                logger.debug("skipping entity %s with unknown label %r", key, entity.get("label"))
+
+    def relations(self, key: str, name: str | None = None, target_kind: str | None = None) -> list[str]:
+        """Targets of `key`'s relations called `name` (any when None) that exist, of `target_kind` (any when None)."""
+        return [
+            str(target)
+            for relation, target in (
+                tuple(item[:2]) for item in self.entities[key].get("relations") or [] if len(item) >= 2
+            )
+            if (name is None or relation == name)
+            and str(target) in self.entities
+            and (target_kind is None or self.kind.get(str(target)) == target_kind)
+        ]
+
+    def start(self, key: str) -> int:
+        return self.span[key][0] if self.span[key] else 0
+
+    def sentence_index(self, key: str) -> int | None:
+        return self.sentence_of[self.span[key][0]] if self.span[key] else None
+
+    def sentence(self, key: str) -> str:
+        return self.sentences[self.sentence_of[self.span[key][0]]] if self.span[key] else _join(self.words)
+
+    def text(self, keys: list[str]) -> tuple[int, str]:
+        """(first token index, the tokens of `keys` joined in text order), e.g. "left lower lobe"."""
+        indices = sorted({i for key in keys if self.span[key] for i in range(self.span[key][0], self.span[key][1] + 1)})
+        if indices:
+            return indices[0], _join([self.words[i] for i in indices])
+        return 0, _join(" ".join(str(self.entities[key].get("tokens", "")) for key in keys).split())
+
+
+def annotations_to_triplets(annotation: dict, scheme: str = DEFAULT_LABEL_SCHEME) -> list[Triplet]:
+    """Triplets of one report from its RadGraph graph, under one label scheme (docs/extraction.md, RadGraph).
+
+    Args:
+        annotation: `{"text": "...", "entities": {"1": {"tokens": "effusion", "label": "OBS-DP", "start_ix": 3,
+            "end_ix": 3, "relations": [["located_at", "2"]]}, ...}}`, the `radgraph` package's per-report format;
+            `start_ix`/`end_ix` index the whitespace tokens of `text`.
+        scheme: "ours" (`ours_triplets`, the default) or "official" (`official_triplets`, MedKLIP's preprocessing).
+
+    Returns:
+        Distinct triplets in the order their observations appear.
+
+    Raises:
+        ValueError: unknown scheme.
+    """
+    if scheme == "ours":
+        return ours_triplets(annotation)
+    if scheme == "official":
+        return official_triplets(annotation)
+    raise ValueError(f"unknown label scheme {scheme!r}; choose from {LABEL_SCHEMES}")
+
+
+def ours_triplets(annotation: dict) -> list[Triplet]:
+    """Triplets of one report under our label scheme, the contract of docs/extraction.md.
 
     Rules: an observation that `modify`s another observation is a modifier ("small" of "small effusion"), not a
     finding; measurement observations ("2 cm") are skipped; every other observation is a finding with the existence
     of its label (1 present, 0 absent, -1 uncertain) at the anatomy it is `located_at`. Each anatomy is taken with
     the anatomy entities that `modify` it, transitively, as one phrase in text order ("left lower lobe"; an
     observation located at a modifier such as "left" gets the whole phrase too). No such anatomy -> `unspecified`.
+    Positions and the zeros of normal statements follow `anatomy_positions` and `statement_triplets`.
 
     Args:
-        annotation: `{"text": "...", "entities": {"1": {"tokens": "effusion", "label": "OBS-DP", "start_ix": 3,
-            "end_ix": 3, "relations": [["located_at", "2"]]}, ...}}`, the `radgraph` package's per-report format;
-            `start_ix`/`end_ix` index the whitespace tokens of `text`.
+        annotation: one report's graph, as for `annotations_to_triplets`.
 
     Returns:
         Distinct triplets in the order their observations appear.
     """
-    words = str(annotation.get("text") or "").split()
-    entities: dict[str, dict] = {str(key): value for key, value in (annotation.get("entities") or {}).items()}
-    index_of, sentences = _sentences(words)
-    kind, existence, measurement, span = {}, {}, {}, {}
-    for key, entity in entities.items():
-        kind[key], existence[key], measurement[key] = _parse_label(str(entity.get("label", "")))
-        start, end = entity.get("start_ix"), entity.get("end_ix", entity.get("start_ix"))
-        valid = isinstance(start, int) and isinstance(end, int) and 0 <= start <= end < len(words)
-        span[key] = (start, end) if valid else None
-        if kind[key] is None:
-            logger.debug("skipping entity %s with unknown label %r", key, entity.get("label"))
-
-    def relations(key: str, name: str, target_kind: str) -> list[str]:
-        return [
-            str(target)
-            for relation, target in (tuple(item[:2]) for item in entities[key].get("relations") or [] if len(item) >= 2)
-            if relation == name and str(target) in entities and kind.get(str(target)) == target_kind
-        ]
+    graph = _Graph(annotation)
 
     # Anatomy phrases: each anatomy's head (follow `modify` to anatomy), and the members of each head's phrase.
     def head_of(key: str) -> str:
         seen = {key}
-        while targets := [target for target in relations(key, "modify", "anatomy") if target not in seen]:
+        while targets := [target for target in graph.relations(key, "modify", "anatomy") if target not in seen]:
             key = targets[0]
             seen.add(key)
         return key
 
     members: dict[str, list[str]] = {}
-    for key in entities:
-        if kind[key] == "anatomy":
+    for key in graph.entities:
+        if graph.kind[key] == "anatomy":
             members.setdefault(head_of(key), []).append(key)
 
-    def phrase_of(head: str) -> tuple[int, str]:
-        indices = sorted({i for key in members[head] if span[key] for i in range(span[key][0], span[key][1] + 1)})
-        if indices:
-            return indices[0], _join([words[i] for i in indices])
-        texts = [str(entities[key].get("tokens", "")) for key in members[head]]
-        return 0, _join(" ".join(texts).split())
-
     found: list[tuple[int, Triplet]] = []
-    for key, entity in entities.items():
-        if kind[key] != "observation" or existence[key] is None or measurement[key]:
+    for key, entity in graph.entities.items():
+        if graph.kind[key] != "observation" or graph.existence[key] is None or graph.measurement[key]:
             continue
-        if relations(key, "modify", "observation"):
+        if graph.relations(key, "modify", "observation"):
             continue  # a modifier of another finding ("small", "new", "stable" of "stable cardiomegaly")
         name = observation_entity(str(entity.get("tokens", "")))
-        heads = list(dict.fromkeys(head_of(target) for target in relations(key, "located_at", "anatomy")))
-        phrases = [text for _, text in sorted(phrase_of(head) for head in heads)]
+        heads = list(dict.fromkeys(head_of(target) for target in graph.relations(key, "located_at", "anatomy")))
+        phrases = [text for _, text in sorted(graph.text(members[head]) for head in heads)]
         positions, anatomy_words = anatomy_positions(name, phrases)
-        start = span[key][0] if span[key] else 0
-        sentence = sentences[index_of[start]] if span[key] else _join(words)
         about_lungs = bool(anatomy_words & LUNG_WORDS)
-        for triplet in statement_triplets(name, existence[key], positions, sentence, about_lungs):
-            found.append((start, triplet))
+        for triplet in statement_triplets(name, graph.existence[key], positions, graph.sentence(key), about_lungs):
+            found.append((graph.start(key), triplet))
+    found.sort(key=lambda item: item[0])
+    return list(dict.fromkeys(triplet for _, triplet in found))
+
+
+# --- the official scheme ------------------------------------------------------------------------------------------
+# MedKLIP's manual lemma normalisation (adj_matrix.py), applied to the lemma of a whole observation phrase.
+OFFICIAL_LEMMAS = {
+    "enlargement": "enlarge", "increase": "enlarge", "engorge": "engorgement", "opacification": "opacity",
+    "opacity-": "opacity", "calcify": "calcification", "effusion ;": "effusion", "atelectatic": "atelectasis",
+    "atelectasis ;": "atelectasis", "atelectase": "atelectasis", "aeration": "aerate", "distend": "distention",
+    "distension": "distention", "wide": "widen", "prominent": "prominence", "haze": "haziness", "masse": "mass",
+    "kyphotic": "kyphosis", "degenerate": "degenerative", "obscuration": "obscure", "fibrotic": "fibrosis",
+    "nodular": "nodule", "nodularity": "nodule", "ventilate": "ventilation", "tortuosity": "tortuous",
+    "elongate": "elongation", "elevate": "elevation", "drain": "drainage", "deviate": "deviation",
+    "consolidative": "consolidation", "consolidate": "consolidation", "dilate": "dilation", "dilatation": "dilation",
+    "hydropneumothorax": "pneumothorax", "pneumothoraces": "pneumothorax", "pneumothorace": "pneumothorax",
+    "improvement": "improve", "improved": "improve", "can not be assess": "difficult to assess",
+    "can not be evaluate": "difficult to assess", "not well see": "difficult to assess",
+    "not well assess": "difficult to assess", "can not be accurately assess": "difficult to assess",
+    "not well evaluate": "difficult to assess", "not well visualize": "difficult to assess",
+    "difficult to evaluate": "difficult to assess", "poorly see": "difficult to assess", "pacer": "pacemaker",
+    "infection": "pneumonia", "infectious": "pneumonia", "infectious process": "pneumonia",
+}  # fmt: skip
+NAMED_ENTITIES = frozenset(ENTITIES) - {TAIL_ENTITY, EXCLUDED_ENTITY}  # NORM_OBS + ABNORM_OBS, kept as they are
+# Words whose lemma decides an official entity: a suffix-stripped form of a token counts only if it is one of these.
+LEMMA_WORDS = (
+    NAMED_ENTITIES | set(EXCLUDED_OBSERVATIONS) | {word for phrase in OFFICIAL_LEMMAS for word in phrase.split()}
+)
+# Irregular forms spaCy's lemmatizer resolves that suffix rules cannot ("worse" is why `bad` is an excluded lemma).
+IRREGULAR_LEMMAS = {
+    "seen": "see", "cannot": "can not", "worse": "bad", "worst": "bad", "lower": "low", "lowest": "low",
+    "larger": "large", "largest": "large", "smaller": "small", "smallest": "small", "greater": "great",
+    "greatest": "great", "is": "be", "are": "be", "was": "be", "were": "be", "been": "be",
+}  # fmt: skip
+LEMMA_SUFFIXES = (("ies", "y"), ("ied", "y"), ("es", ""), ("s", ""), ("ed", ""), ("ed", "e"), ("ing", ""), ("ing", "e"))
+
+
+def official_lemma(token: str) -> str:
+    """A token's lemma as far as MedKLIP's vocabulary can tell (it used spaCy `en_core_web_sm`, not installed here).
+
+    The token itself if it is a word of `LEMMA_WORDS`, else its irregular lemma, else the first suffix-stripped form
+    ("opacities" -> opacity, "enlarged" -> enlarge, "scarring" -> scar) that is one; otherwise the token unchanged,
+    which names no entity whatever spaCy would have made of it.
+    """
+    token = token.lower()
+    if token in LEMMA_WORDS:
+        return token
+    if token in IRREGULAR_LEMMAS:
+        return IRREGULAR_LEMMAS[token]
+    for suffix, replacement in LEMMA_SUFFIXES:
+        if token.endswith(suffix) and len(token) > len(suffix) + 2:
+            stem = token[: -len(suffix)]
+            undoubled = stem[:-1] if len(stem) > 2 and stem[-1] == stem[-2] and suffix in ("ed", "ing") else stem
+            for candidate in (stem + replacement, undoubled + replacement):
+                if candidate in LEMMA_WORDS:
+                    return candidate
+    return token
+
+
+def official_entity(words: str) -> str:
+    """The entity of an observation's words the official way: the lemma of the whole phrase, then the manual table.
+
+    A lemma that is one of the 73 named entities is kept, an excluded lemma gives `excluded_obs`, anything else
+    (every multi-word phrase the table does not name, such as "pleural effusion") `tail_abnorm_obs`.
+
+    Args:
+        words: the observation's tokens, e.g. "enlarged" or "pleural effusions".
+    """
+    lemma = " ".join(official_lemma(token) for token in words.split())
+    lemma = OFFICIAL_LEMMAS.get(lemma, lemma)
+    if lemma in NAMED_ENTITIES:
+        return lemma
+    return EXCLUDED_ENTITY if lemma in EXCLUDED_OBSERVATIONS else TAIL_ENTITY
+
+
+def official_landmark(phrase: str) -> str:
+    """The one landmark of an anatomy phrase: of the positions it names, the first in label order, else `other`.
+
+    MedKLIP's `DICT_ANATOMICAL_LANDMARKS` word rules are not reproduced; the position phrase table (which folds them
+    in) stands for them, with their "first landmark in dict order wins" and no side or generic-word rules.
+    """
+    found = [value for _, _, value in POSITIONS_TABLE.scan(tokenize(phrase))]
+    return min(found, key=POSITION_INDEX.__getitem__) if found else OTHER_POSITION
+
+
+def official_triplets(annotation: dict) -> list[Triplet]:
+    """Triplets of one report the way MedKLIP's preprocessing builds them (`radgraph_parsed.py`, `adj_matrix.py`).
+
+    Per sentence: an anatomy head is a definitely-present anatomy with no outgoing relation; its phrase is the head
+    with the anatomies whose relation points at it (one step, no chains). An observation `located_at` a head or a
+    phrase member of its sentence gets that phrase's landmark (`official_landmark`); an observation with no relation
+    at all gets `unspecified`; any other observation (only `modify` or `suggestive_of`, or `located_at` something
+    else) is dropped. `modify` and `suggestive_of` are otherwise ignored. Existence: definitely present 1, definitely
+    absent 0; uncertain observations are dropped (the official matrix leaves them -1, as no triplet does). Names come
+    from `official_entity`. No cell is added or rewritten ("the heart is enlarged" stays `enlarge` at heart_size).
+
+    Args:
+        annotation: one report's graph, as for `annotations_to_triplets`.
+
+    Returns:
+        Distinct triplets in the order their observations appear.
+    """
+    graph = _Graph(annotation)
+
+    def is_anatomy(key: str) -> bool:
+        return graph.kind[key] == "anatomy" and graph.existence[key] == 1 and not graph.measurement[key]
+
+    anatomies = [key for key in graph.entities if is_anatomy(key)]
+    heads = [key for key in anatomies if not graph.relations(key)]
+    phrase_of: dict[str, list[str]] = {
+        head: [head]
+        + [
+            key
+            for key in anatomies
+            if key != head and head in graph.relations(key) and graph.sentence_index(key) == graph.sentence_index(head)
+        ]
+        for head in heads
+    }
+    heads_of: dict[str, list[str]] = {}  # an anatomy id -> the heads whose phrase holds it
+    for head, keys in phrase_of.items():
+        for key in keys:
+            heads_of.setdefault(key, []).append(head)
+
+    found: list[tuple[int, Triplet]] = []
+    for key, entity in graph.entities.items():
+        if graph.kind[key] != "observation" or graph.measurement[key] or graph.existence[key] not in (1, 0):
+            continue  # OBS-U (and measurements, and unknown labels) never reach the official matrix
+        located = [
+            head
+            for target in graph.relations(key, "located_at")
+            if graph.sentence_index(target) == graph.sentence_index(key)
+            for head in heads_of.get(target, [])
+        ]
+        if located:
+            phrases = sorted(graph.text(phrase_of[head]) for head in dict.fromkeys(located))
+            positions = list(dict.fromkeys(official_landmark(text) for _, text in phrases))
+        elif graph.relations(key):
+            continue  # a relation, but not located_at an anatomy of its sentence: the official parser drops it
+        else:
+            positions = [UNSPECIFIED_POSITION]
+        name = official_entity(str(entity.get("tokens", "")))
+        for position in positions:
+            found.append((graph.start(key), Triplet(name, position, graph.existence[key], graph.sentence(key))))
     found.sort(key=lambda item: item[0])
     return list(dict.fromkeys(triplet for _, triplet in found))
 
@@ -432,6 +632,7 @@ class RadGraphExtractor:
         model_type: str = DEFAULT_MODEL_TYPE,
         batch_size: int = 16,
         device: str | None = None,
+        label_scheme: str = DEFAULT_LABEL_SCHEME,
     ):
         """Checks the model folder and computes `version`.
 
@@ -441,13 +642,16 @@ class RadGraphExtractor:
             model_type: "modern-radgraph-xl" (default), "radgraph-xl" or "radgraph".
             batch_size: reports per forward pass (fewer for reports longer than `PAIR_TOKENS` tokens).
             device: "cpu", "cuda" or "cuda:N"; None uses cuda:0 when available.
+            label_scheme: how graphs become triplets, "ours" (default) or "official" (`annotations_to_triplets`).
 
         Raises:
             RadGraphModelNotFoundError: the model folder is missing or incomplete (nothing is downloaded).
-            ValueError: unknown model type, device or batch size.
+            ValueError: unknown model type, device, batch size or label scheme.
         """
         if model_type not in MODEL_TYPES:
             raise ValueError(f"unknown RadGraph model type {model_type!r}; choose from {MODEL_TYPES}")
+        if label_scheme not in LABEL_SCHEMES:
+            raise ValueError(f"unknown label scheme {label_scheme!r}; choose from {LABEL_SCHEMES}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.model_type = model_type
@@ -455,7 +659,10 @@ class RadGraphExtractor:
         self.folder = check_model_dir(self.model_dir, model_type)
         self.batch_size = batch_size
         self.cuda = _cuda_index(device)
-        self.version = f"{model_type}-{file_sha256(self.folder / 'weights.th')[:12]}-c{CONVERSION_VERSION}"
+        self.label_scheme = label_scheme
+        weights = file_sha256(self.folder / "weights.th")[:12]
+        # The cache folder's name: model, weights, conversion, scheme and the phrase tables it maps words with.
+        self.version = f"{model_type}-{weights}-c{CONVERSION_VERSION}-p{PHRASES_SHA256[:10]}-{label_scheme}"
         self._radgraph = None
 
     @property
@@ -560,7 +767,7 @@ class RadGraphExtractor:
         Returns:
             One list of triplets per text, in order.
         """
-        return [annotations_to_triplets(graph) if graph else [] for graph in self.annotate(texts)]
+        return [annotations_to_triplets(graph, self.label_scheme) if graph else [] for graph in self.annotate(texts)]
 
 
 def _sentences_are_independent(dygie) -> bool:

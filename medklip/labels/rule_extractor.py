@@ -33,9 +33,10 @@ from medklip.labels.anatomy import (
 )
 from medklip.labels.report_text import clean, split_sentences
 from medklip.labels.triplets import Triplet, statement_triplets
-from medklip.vocabulary import ENTITY_BY_PHRASE
+from medklip.vocabulary import ENTITY_BY_PHRASE, PHRASES_SHA256
 
-VERSION = "1"
+# Part of the cache key with the phrase tables' digest: bump whenever a change here may change any text's output.
+VERSION = "2"
 
 # --- cue vocabularies ---------------------------------------------------------------------------------------------
 # Pre-cues govern the findings after them up to the end of the clause.
@@ -47,7 +48,7 @@ PRE_NEGATION = (
     "resolved", "removal of", "no longer", "rather than", "no residual", "no appreciable", "no discrete", "no overt",
 )  # fmt: skip
 PRE_UNCERTAIN = (
-    "possible", "possibly", "probable", "probably", "likely", "may represent", "may reflect", "may be", "might be",
+    "possible", "possibly", "likely", "may represent", "may reflect", "may be", "might be",
     "could be", "could represent", "could reflect", "may", "might", "suggestive of", "suggest", "suggests",
     "suggesting", "suspicious for", "suspicious of", "suspected", "suspect", "questionable", "question of",
     "concerning for", "concern for", "worrisome for", "cannot exclude", "can not exclude", "cannot rule out",
@@ -55,7 +56,22 @@ PRE_UNCERTAIN = (
     "differential considerations include",
     "raises the possibility of", "raising the possibility of", "rule out", "r/o", "evaluate for",
     "assess for", "presumed", "presumably", "equivocal", "indeterminate", "borderline for", "question",
-    "not excluded", "cannot be excluded",
+    "not excluded", "cannot be excluded", "could obscure", "may obscure", "could hide", "may hide",
+    "could mask", "could indicate", "could include", "may include",
+    "possibility of", "the possibility of", "recommend", "recommended", "recommendation", "to evaluate",
+    "for evaluation of", "evaluation for", "to rule out", "rule-out", "to exclude", "correlate", "correlation",
+    "detecting", "most xxxx", "xxxx to represent", "or possibly", "differential of which", "exclude",
+    "in the appropriate clinical setting", "in the proper clinical setting", "in the right clinical setting",
+)  # fmt: skip
+# The reading the report favours, though hedged: present, as the human labels count it ("probable pneumonia").
+PRE_FAVOURED = (
+    "probable", "probably", "most suggestive of", "strongly suggestive of", "most consistent with",
+    "probably representing", "most compatible with",
+)  # fmt: skip
+# Historical or resolving mentions of a process: it was there before, not (or not certainly) now. Uncertain (-1).
+# Not "old", "healed" or "status post": an old fracture, a healed rib or the wires after surgery are still seen.
+PRE_HISTORICAL = (
+    "prior", "previous", "history of", "sequela of", "sequelae of", "residuals of", "residua of", "resolving",
 )  # fmt: skip
 # Post-cues govern the findings before them, back to the start of the clause.
 POST_NEGATION = (
@@ -72,6 +88,9 @@ POST_UNCERTAIN = (
     "can not be ruled out", "not ruled out", "not entirely excluded", "is not entirely excluded",
     "is possible", "are possible", "is suspected", "are suspected", "is questioned", "is likely", "are likely",
     "is probable", "not completely excluded", "is a consideration", "are a consideration", "is considered",
+    "would be a consideration", "is a possibility", "are a possibility", "also possible", "are also possible",
+    "is also possible", "cannot be entirely excluded", "can not be entirely excluded", "difficult to exclude",
+    "difficult to entirely exclude", "not well seen", "not well-seen", "is not well seen", "is not well-seen",
 )  # fmt: skip
 # Phrases with a negation word that negate nothing ("no change in the effusion": the effusion is there).
 PSEUDO_NEGATION = (
@@ -80,7 +99,8 @@ PSEUDO_NEGATION = (
     "no significant interval change", "no definite change", "without significant change", "no new change",
     "gram negative", "not necessarily", "no further change",
 )  # fmt: skip
-# "X versus Y": both alternatives are uncertain, the one before the cue too.
+# "X versus Y": the report names both readings, and the human labels count both as present (so do we); a cue
+# before the first reading governs both ("may represent atelectasis versus edema": both uncertain).
 ALTERNATIVES = ("versus", "vs", "vs.")
 # Words between a negation and its findings that do not change it: "no consolidation to suggest pneumonia".
 TRANSPARENT = ("to suggest", "to indicate", "to explain", "to account for", "that would suggest")
@@ -107,6 +127,8 @@ CUES = PhraseTable(
     {
         **{phrase: "pre_negation" for phrase in PRE_NEGATION},
         **{phrase: "pre_uncertain" for phrase in PRE_UNCERTAIN},
+        **{phrase: "pre_historical" for phrase in PRE_HISTORICAL},
+        **{phrase: "pre_favoured" for phrase in PRE_FAVOURED},
         **{phrase: "post_negation" for phrase in POST_NEGATION},
         **{phrase: "post_uncertain" for phrase in POST_UNCERTAIN},
         **{phrase: "pseudo" for phrase in PSEUDO_NEGATION},
@@ -118,6 +140,11 @@ CUES = PhraseTable(
 )
 ENTITIES_TABLE = PhraseTable(ENTITY_BY_PHRASE)
 
+# Adjective forms of findings that, right before another finding, only qualify it (`_heads_only`).
+MODIFIER_FORMS = {
+    "nodular", "micronodular", "consolidative", "infiltrative", "pneumonic", "atelectatic", "edematous", "bullous",
+    "masslike", "mass-like", "emphysematous",
+}  # fmt: skip
 # Devices whose tip the report locates.
 DEVICE_ENTITIES = {"tube", "line", "catheter", "picc", "pacemaker", "lead", "wire", "stent", "device", "drainage"}
 # Findings that only qualify a whole study; reported only when the sentence has no other finding.
@@ -131,7 +158,20 @@ class _Mention:
     start: int
     end: int
     existence: int = 1
-    before_alternative: bool = False  # the first alternative of "X versus Y"
+    alternative: bool = False  # one reading of "X versus Y"
+
+
+def _heads_only(matches: list[tuple[int, int, str]], tokens: list[str]) -> list[tuple[int, int, str]]:
+    """Drops an adjective form that qualifies the finding right after it: "nodular opacity" is an opacity.
+
+    RadGraph reads such an adjective as an observation that `modify`s the next one, and the official MedKLIP
+    preprocessing drops observations whose only relation is `modify`.
+    """
+    return [
+        match
+        for match, following in zip(matches, [*matches[1:], None], strict=False)
+        if not (" ".join(tokens[match[0] : match[1]]) in MODIFIER_FORMS and following and following[0] == match[1])
+    ]
 
 
 def _clauses(cues: list[tuple[int, int, str]], n_tokens: int) -> list[tuple[int, int]]:
@@ -145,27 +185,35 @@ def _clauses(cues: list[tuple[int, int, str]], n_tokens: int) -> list[tuple[int,
     return [(a, b) for a, b in bounds if b > a]
 
 
+def _in_list(cue: tuple[int, int, str], clause: tuple[int, int], tokens: list[str]) -> bool:
+    """A severity word inside a list that goes on to "or"/"nor" continues the list, it starts no new statement.
+
+    "No focal consolidation, large pleural effusion, or pneumothorax": every item is negated.
+    """
+    return cue[2] == "severity_reset" and any(token in ("or", "nor") for token in tokens[cue[1] : clause[1]])
+
+
 def _existence(mention: _Mention, clause_cues: list[tuple[int, int, str]]) -> int:
     """Nearest pre-cue before the finding (within scope) wins; else a post-cue after it; else present."""
     nearest, transparent = None, False
     for _, cue_end, kind in clause_cues:
         if cue_end > mention.start:
             break
-        if kind in ("pre_negation", "pre_uncertain", "pseudo", "alternative"):
+        if kind in ("pre_negation", "pre_uncertain", "pre_historical", "pre_favoured", "pseudo"):
             nearest = kind
         elif kind == "transparent":  # "no consolidation to suggest pneumonia": the negation reaches through
             transparent = True
-        elif kind == "severity_reset":
+        elif kind == "severity_reset" and nearest == "pre_negation":
             nearest, transparent = None, False
     if nearest == "pre_negation":
         return 0
-    if nearest in ("pre_uncertain", "alternative") or (nearest is None and transparent):
+    if nearest in ("pre_uncertain", "pre_historical") or (nearest is None and transparent):
         return -1
     if nearest is None:
         for cue_start, _, kind in clause_cues:
             if cue_start >= mention.end and kind in ("post_negation", "post_uncertain"):
                 return 0 if kind == "post_negation" else -1
-    return -1 if mention.before_alternative else 1
+    return 1
 
 
 def _chunks(clause: tuple[int, int], chunk_cues: list[tuple[int, int, str]], tokens: list[str]) -> list[tuple]:
@@ -188,7 +236,7 @@ def extract_sentence(sentence: str) -> list[Triplet]:
     cues = CUES.scan(tokens, taken)
     # Anatomy words inside a finding's phrase count ("pleural" in "pleural effusion"), as RadGraph reads them.
     anatomy_taken = list(taken)
-    entity_matches = ENTITIES_TABLE.scan(tokens, taken)
+    entity_matches = _heads_only(ENTITIES_TABLE.scan(tokens, taken), tokens)
     if not entity_matches:
         return []
     # A severity word right after a comma inside a negation scope starts a positive statement.
@@ -202,20 +250,29 @@ def extract_sentence(sentence: str) -> list[Triplet]:
 
     triplets: list[Triplet] = []
     for clause in _clauses(cues, len(tokens)):
-        clause_cues = [cue for cue in cues if clause[0] <= cue[0] < clause[1]]
+        clause_cues = [cue for cue in cues if clause[0] <= cue[0] < clause[1] and not _in_list(cue, clause, tokens)]
         mentions = [_Mention(entity, s, e) for s, e, entity in entity_matches if clause[0] <= s < clause[1]]
         if not mentions:
             continue
-        for cue_start, _, kind in clause_cues:
-            if kind == "alternative":
-                before = [m for m in mentions if m.end <= cue_start]
-                if before:
-                    before[-1].before_alternative = True
+        # A post-cue with no finding before it reads forward ("Resolved interstitial edema").
+        clause_cues = [
+            (start, end, "pre" + kind[4:]) if kind.startswith("post_") and start < mentions[0].start else cue
+            for cue in clause_cues
+            for start, end, kind in [cue]
+        ]
+        for cue_start, cue_end, kind in clause_cues:
+            if kind == "alternative":  # "atelectasis versus consolidation": readings of the finding observed
+                before = [m for m in mentions if m.end <= cue_start][-1:]
+                after = [m for m in mentions if m.start >= cue_end][:1]
+                for mention in before + after:
+                    mention.alternative = True
         for mention in mentions:
             mention.existence = _existence(mention, clause_cues)
         chunks = _chunks(clause, [cue for cue in clause_cues if cue[2] == "chunk"], tokens)
         located = _locate(mentions, chunks, anatomy_matches, tokens, anatomy_taken)
         triplets.extend(_with_implications(located, tokens, sentence))
+    if sentence.rstrip().endswith("?"):  # a question asserts nothing: "Pneumonia?"
+        triplets = [t._replace(existence=-1) if t.existence == 1 else t for t in triplets]
     if any(t.entity not in STUDY_WORDS for t in triplets):
         triplets = [t for t in triplets if t.entity not in STUDY_WORDS]
     # "Stable" about one structure ("the mediastinum is stable") qualifies it; only the whole study counts.
@@ -278,7 +335,7 @@ def _borrowed(mention: _Mention, index: int, chunk_info: list[dict]) -> tuple[li
     sides = previous["sides"] | {
         side for anatomy in previous["anatomies"] for side in ("left", "right") if side in anatomy.split("_")
     }
-    alternative = info["connector"] in ("or", "and/or") or mention.existence == -1
+    alternative = info["connector"] in ("or", "and/or") or mention.existence == -1 or mention.alternative
     if alternative and mention.entity not in PLEURAL_ENTITIES:
         return previous["anatomies"], previous["sides"]
     if mention.entity in PLEURAL_ENTITIES:
@@ -313,7 +370,7 @@ class RuleExtractor:
     """Rule-based triplet extraction; needs no model and runs anywhere."""
 
     name = "rules"
-    version = VERSION
+    version = f"{VERSION}-{PHRASES_SHA256[:10]}"
 
     def extract(self, texts: list[str]) -> list[list[Triplet]]:
         """Triplets of each text (a whole report: findings and impression together)."""

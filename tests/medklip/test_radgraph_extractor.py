@@ -1,9 +1,11 @@
 """RadGraph backend: graph -> triplet conversion, the real `radgraph` package on a tiny offline model, missing model.
 
-The conversion tests use hand-written graphs in the package's output format, in both label schemes (RadGraph 1.0
-`OBS-DP`... and RadGraph-XL `Observation::definitely present`...). The model tests build a random-weight DyGIE model
-with a 2-layer BERT (tests/radgraph_tiny.py) and load it through `radgraph.RadGraph`, so every step of the package
-runs for real; its graphs are arbitrary, so they are checked for form and against the package's own `forward`.
+The conversion tests use hand-written graphs in the package's output format, in both label sets (RadGraph 1.0
+`OBS-DP`... and RadGraph-XL `Observation::definitely present`...), and under both label schemes (`ours`, the
+default, and `official`, MedKLIP's own preprocessing: docs/extraction.md). The model tests build a random-weight
+DyGIE model with a 2-layer BERT (tests/radgraph_tiny.py) and load it through `radgraph.RadGraph`, so every step of
+the package runs for real; its graphs are arbitrary, so they are checked for form and against the package's own
+`forward`.
 """
 
 from __future__ import annotations
@@ -11,16 +13,21 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import medklip.labels.radgraph_extractor as module
+from medklip.cli import main
+from medklip.labels.extract import extract_table, is_extracted, read_summary
 from medklip.labels.radgraph_extractor import (
+    LABEL_SCHEMES,
     RadGraphExtractor,
     RadGraphModelNotFoundError,
     annotations_to_triplets,
     observation_entity,
+    official_entity,
 )
-from medklip.labels.triplets import Triplet, validate
+from medklip.labels.triplets import Triplet, existence_vector, validate
 from medklip.vocabulary import ENTITY_BY_PHRASE
 
 XL = {
@@ -51,8 +58,8 @@ def graph(text: str, *entities: tuple, scheme: str = "v1") -> dict:
     return {"text": text, "entities": out, "data_source": None, "data_split": "inference"}
 
 
-def triples(annotation: dict) -> list[tuple[str, str, int]]:
-    return [(t.entity, t.position, t.existence) for t in annotations_to_triplets(annotation)]
+def triples(annotation: dict, scheme: str = "ours") -> list[tuple[str, str, int]]:
+    return [(t.entity, t.position, t.existence) for t in annotations_to_triplets(annotation, scheme)]
 
 
 # --- conversion ---------------------------------------------------------------------------------------------------
@@ -250,6 +257,297 @@ def test_duplicates_are_removed_and_all_valid():
 )
 def test_observation_entity(words, entity):
     assert observation_entity(words) == entity
+
+
+# --- label schemes: ours vs MedKLIP's official preprocessing (docs/extraction.md, RadGraph label schemes) ---------
+# (name, annotation, triplets under `ours`, triplets under `official`): one case per difference, both outputs exact.
+SCHEME_CASES = [
+    (
+        "suggestive_of",
+        graph(
+            "Opacity , likely pneumonia . Retrocardiac opacity suggesting atelectasis .",
+            ("Opacity", "OBS-DP", 0, [("suggestive_of", "2")]),  # no located_at: official drops it
+            ("pneumonia", "OBS-U", 3, []),
+            ("Retrocardiac", "ANAT-DP", 5, []),
+            ("opacity", "OBS-DP", 6, [("located_at", "3"), ("suggestive_of", "5")]),  # located: kept by both
+            ("atelectasis", "OBS-U", 8, []),
+        ),
+        [
+            ("opacity", "unspecified", 1),
+            ("pneumonia", "unspecified", -1),
+            ("opacity", "retrocardiac", 1),
+            ("atelectasis", "unspecified", -1),
+        ],
+        [("opacity", "retrocardiac", 1)],
+    ),
+    (
+        "enlarge_at_heart",
+        graph(
+            "The heart is enlarged . The heart is not enlarged .",
+            ("heart", "ANAT-DP", 1, []),
+            ("enlarged", "OBS-DP", 3, [("located_at", "1")]),
+            ("heart", "ANAT-DP", 6, []),
+            ("enlarged", "OBS-DA", 9, [("located_at", "3")]),
+        ),
+        [("cardiomegaly", "heart_size", 1), ("cardiomegaly", "heart_size", 0), ("normal", "heart_size", 1)],
+        [("enlarge", "heart_size", 1), ("enlarge", "heart_size", 0)],
+    ),
+    (
+        "cardiomegaly_not_located",
+        graph(
+            "Moderate cardiomegaly .", ("Moderate", "OBS-DP", 0, [("modify", "2")]), ("cardiomegaly", "OBS-DP", 1, [])
+        ),
+        [("cardiomegaly", "heart_size", 1)],
+        [("cardiomegaly", "unspecified", 1)],
+    ),
+    (
+        "modify_chain",
+        graph(
+            "Opacity in the left lower lobe . Nodule in the right upper lobe . Effusion at the left lung base .",
+            ("Opacity", "OBS-DP", 0, [("located_at", "4")]),
+            ("left", "ANAT-DP", 3, [("modify", "3")]),  # left -> lower -> lobe: a chain, two steps from the head
+            ("lower", "ANAT-DP", 4, [("modify", "4")]),
+            ("lobe", "ANAT-DP", 5, []),
+            ("Nodule", "OBS-DP", 7, [("located_at", "8")]),
+            ("right", "ANAT-DP", 10, [("modify", "8")]),  # right -> lobe, upper -> lobe: one step, both agree
+            ("upper", "ANAT-DP", 11, [("modify", "8")]),
+            ("lobe", "ANAT-DP", 12, []),
+            ("Effusion", "OBS-DP", 14, [("located_at", "10")]),  # at the chain's far end "left": official drops it
+            ("left", "ANAT-DP", 17, [("modify", "11")]),  # left -> lung -> base
+            ("lung", "ANAT-DP", 18, [("modify", "12")]),
+            ("base", "ANAT-DP", 19, []),
+        ),
+        [("opacity", "lower_left_lobe", 1), ("nodule", "upper_right_lobe", 1), ("effusion", "left_lower_lung", 1)],
+        [("opacity", "lung_bases", 1), ("nodule", "upper_right_lobe", 1)],
+    ),
+    (
+        "modify_only",
+        graph(
+            "Small left pleural effusion . Hyperinflated lungs . Worsening left basilar opacity .",
+            ("Small", "OBS-DP", 0, [("modify", "4")]),  # modifies an observation, nothing else: both drop it
+            ("left", "ANAT-DP", 1, [("modify", "3")]),
+            ("pleural", "ANAT-DP", 2, []),
+            ("effusion", "OBS-DP", 3, [("located_at", "3")]),
+            ("Hyperinflated", "OBS-DP", 5, [("modify", "6")]),  # only modify, to an anatomy: ours keeps it
+            ("lungs", "ANAT-DP", 6, []),
+            ("Worsening", "OBS-DP", 8, [("modify", "10"), ("located_at", "9")]),  # modifier and located: official keeps
+            ("left", "ANAT-DP", 9, [("modify", "9")]),
+            ("basilar", "ANAT-DP", 10, []),
+            ("opacity", "OBS-DP", 11, [("located_at", "9")]),
+        ),
+        [("effusion", "left_pleural", 1), ("hyperinflate", "unspecified", 1), ("opacity", "left_lower_lung", 1)],
+        [("effusion", "left_pleural", 1), ("excluded_obs", "left_lower_lung", 1), ("opacity", "left_lower_lung", 1)],
+    ),
+    (
+        "uncertain",
+        graph(
+            "Possible left lower lobe pneumonia .",
+            ("left", "ANAT-DP", 1, [("modify", "3")]),
+            ("lower", "ANAT-DP", 2, [("modify", "3")]),
+            ("lobe", "ANAT-DP", 3, []),
+            ("pneumonia", "OBS-U", 4, [("located_at", "3")]),
+        ),
+        [("pneumonia", "lower_left_lobe", -1)],
+        [],
+    ),
+    (
+        "absent",
+        graph(
+            "No pneumothorax . No left pleural effusion . No bilateral pleural effusions .",
+            ("pneumothorax", "OBS-DA", 1, []),
+            ("left", "ANAT-DP", 4, [("modify", "3")]),
+            ("pleural", "ANAT-DP", 5, []),
+            ("effusion", "OBS-DA", 6, [("located_at", "3")]),
+            ("bilateral", "ANAT-DP", 9, [("modify", "6")]),
+            ("pleural", "ANAT-DP", 10, []),
+            ("effusions", "OBS-DA", 11, [("located_at", "6")]),
+        ),
+        [
+            ("pneumothorax", "unspecified", 0),
+            ("effusion", "left_pleural", 0),
+            ("effusion", "left_pleural", 0),  # the third sentence's: another sentence, so another triplet
+            ("effusion", "right_pleural", 0),
+        ],
+        [("pneumothorax", "unspecified", 0), ("effusion", "left_pleural", 0), ("effusion", "pleural_unspec", 0)],
+    ),
+    (
+        "normal_statements",
+        graph(
+            "Heart size is normal . Lungs are clear .",
+            ("Heart", "ANAT-DP", 0, []),
+            ("size", "ANAT-DP", 1, [("modify", "1")]),
+            ("normal", "OBS-DP", 3, [("located_at", "1")]),
+            ("Lungs", "ANAT-DP", 5, []),
+            ("clear", "OBS-DP", 7, [("located_at", "4")]),
+        ),
+        [
+            ("normal", "heart_size", 1),
+            ("cardiomegaly", "heart_size", 0),
+            ("clear", "unspecified", 1),
+            ("consolidation", "unspecified", 0),
+            ("opacity", "unspecified", 0),
+        ],
+        [("normal", "heart_size", 1), ("clear", "other", 1)],
+    ),
+    (
+        "bare_side",
+        graph(
+            "Bilateral opacities .", ("Bilateral", "ANAT-DP", 0, []), ("opacities", "OBS-DP", 1, [("located_at", "1")])
+        ),
+        [("opacity", "left_lung_unspec", 1), ("opacity", "right_lung_unspec", 1)],
+        [("opacity", "other", 1)],
+    ),
+    (
+        "multi_word_observation",
+        graph(
+            "Small pleural effusion . Enlarged cardiac silhouette . Opacification . Infectious process .",
+            ("Small pleural effusion", "OBS-DP", 0, []),  # RadGraph-XL often keeps such phrases whole
+            ("Enlarged cardiac silhouette", "OBS-DP", 4, []),
+            ("Opacification", "OBS-DP", 8, []),
+            ("Infectious process", "OBS-DP", 10, []),
+            scheme="xl",
+        ),
+        [
+            ("effusion", "unspecified", 1),
+            ("cardiomegaly", "heart_size", 1),
+            ("opacity", "unspecified", 1),
+            ("pneumonia", "unspecified", 1),
+        ],
+        [
+            ("tail_abnorm_obs", "unspecified", 1),
+            ("tail_abnorm_obs", "unspecified", 1),
+            ("opacity", "unspecified", 1),
+            ("pneumonia", "unspecified", 1),
+        ],
+    ),
+    (
+        "relation_across_sentences",
+        graph(
+            "Opacity is seen . It is in the left lung .",
+            ("Opacity", "OBS-DP", 0, [("located_at", "3")]),  # the package reads a report as one "sentence"
+            ("left", "ANAT-DP", 8, [("modify", "3")]),
+            ("lung", "ANAT-DP", 9, []),
+        ),
+        [("opacity", "left_lung_unspec", 1)],
+        [],
+    ),
+]
+CASE_IDS = [case[0] for case in SCHEME_CASES]
+
+
+def rows(table: pd.DataFrame) -> list[tuple[str, str, int]]:
+    return list(zip(table["entity"], table["position"], table["existence"], strict=True))
+
+
+def check_case(annotation: dict, ours: list, official: list) -> None:
+    assert triples(annotation, "ours") == ours
+    assert triples(annotation, "official") == official
+
+
+@pytest.mark.parametrize(("name", "annotation", "ours", "official"), SCHEME_CASES, ids=CASE_IDS)
+def test_label_schemes(name, annotation, ours, official):
+    check_case(annotation, ours, official)
+    assert triples(annotation) == ours  # ours is the default
+    assert all(validate(t) for scheme in LABEL_SCHEMES for t in annotations_to_triplets(annotation, scheme))
+
+
+@pytest.mark.parametrize("swap", ["identical", "swapped"])
+def test_negative_control_cases_fail_if_the_schemes_were_identical_or_swapped(monkeypatch, swap):
+    """Each case tells the schemes apart: with official = ours, or the two exchanged, every case's check fails."""
+    ours, official = module.ours_triplets, module.official_triplets
+    monkeypatch.setattr(module, "official_triplets", ours)
+    if swap == "swapped":
+        monkeypatch.setattr(module, "ours_triplets", official)
+    for name, annotation, expected_ours, expected_official in SCHEME_CASES:
+        assert expected_ours != expected_official, name
+        with pytest.raises(AssertionError):
+            check_case(annotation, expected_ours, expected_official)
+
+
+def test_uncertain_gives_the_same_labels_in_both_schemes():
+    """Official drops OBS-U, ours keeps it as -1: the existence labels (-1, masked) are the same."""
+    (_, annotation, _, _) = SCHEME_CASES[CASE_IDS.index("uncertain")]
+    ours, official = (existence_vector(annotations_to_triplets(annotation, scheme)) for scheme in LABEL_SCHEMES)
+    assert (ours == official).all() and (ours == -1).all()
+
+
+@pytest.mark.parametrize(
+    ("words", "entity"),
+    [
+        ("enlarged", "enlarge"),
+        ("increased", "enlarge"),  # the manual table: increase -> enlarge
+        ("opacities", "opacity"),
+        ("calcified", "calcification"),
+        ("masses", "mass"),
+        ("nodular", "nodule"),
+        ("worse", "excluded_obs"),  # spaCy's lemma "bad" is an excluded lemma
+        ("worsening", "excluded_obs"),
+        ("infection", "pneumonia"),
+        ("cannot be assessed", "tail_abnorm_obs"),  # -> "difficult to assess", not one of the 75
+        ("pleural effusions", "tail_abnorm_obs"),  # a whole phrase, not in the table
+        ("fibrotic", "tail_abnorm_obs"),  # -> fibrosis, not one of the 75
+    ],
+)
+def test_official_entity(words, entity):
+    assert official_entity(words) == entity
+
+
+def test_unknown_label_scheme(tmp_path):
+    with pytest.raises(ValueError, match="label scheme"):
+        annotations_to_triplets({}, "paper")
+    with pytest.raises(ValueError, match="label scheme"):
+        RadGraphExtractor(model_dir=tmp_path, label_scheme="paper")
+
+
+def fake_model_dir(root: Path) -> Path:
+    """A model folder that passes the checks (the weights are only hashed); `annotate` must be replaced to run."""
+    folder = root / "modern-radgraph-xl"
+    (folder / "vocabulary").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "weights.th").write_bytes(b"weights")
+    return root
+
+
+def test_cache_never_answers_one_scheme_with_the_other(tmp_path, monkeypatch):
+    (_, annotation, ours, official) = SCHEME_CASES[CASE_IDS.index("suggestive_of")]
+    monkeypatch.setattr(RadGraphExtractor, "annotate", lambda self, texts: [annotation for _ in texts])
+    model_dir = fake_model_dir(tmp_path / "models")
+    extractors = {scheme: RadGraphExtractor(model_dir=model_dir, label_scheme=scheme) for scheme in LABEL_SCHEMES}
+    assert extractors["ours"].version.endswith("-ours") and extractors["official"].version.endswith("-official")
+    reports = pd.DataFrame(
+        {"id": ["a", "b"], "findings": ["Opacity, likely pneumonia.", "Other text."], "impression": ""}
+    )
+    cache = tmp_path / "cache"
+    first, summary = extract_table(reports, extractors["ours"], cache=cache)
+    assert summary.cache_hits == 0 and rows(first) == ours * 2
+    second, summary = extract_table(reports, extractors["official"], cache=cache)
+    assert summary.cache_hits == 0 and summary.extracted == 2  # not served from ours' cache
+    assert rows(second) == official * 2
+    again, summary = extract_table(reports, extractors["ours"], cache=cache)
+    assert summary.cache_hits == 2 and again.equals(first)
+    assert sorted(path.name for path in (cache / "radgraph").iterdir()) == sorted(
+        e.version for e in extractors.values()
+    )
+
+
+def test_cli_label_scheme(tmp_path, monkeypatch, capsys):
+    (_, annotation, _, official) = SCHEME_CASES[CASE_IDS.index("enlarge_at_heart")]
+    reports = tmp_path / "reports.csv"
+    reports.write_text("id,findings,impression\nr1,The heart is enlarged. The heart is not enlarged.,\n")
+    out = tmp_path / "official.parquet"
+    args = ["extract", "--reports", str(reports), "--out", str(out), "--label-scheme", "official"]
+    assert main(args) == 2  # the default extractor is rules: refused, one line, nothing written
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "--label-scheme official needs --extractor radgraph" in error and not out.exists()
+
+    monkeypatch.setattr(RadGraphExtractor, "annotate", lambda self, texts: [annotation for _ in texts])
+    model_dir = str(fake_model_dir(tmp_path / "models"))
+    assert main([*args, "--extractor", "radgraph", "--radgraph-dir", model_dir]) == 0
+    table = pd.read_parquet(out)
+    assert rows(table) == official
+    assert read_summary(out)["extractor"].endswith("-official")
+    assert is_extracted(reports, out, "radgraph", model_dir, label_scheme="official")
+    assert not is_extracted(reports, out, "radgraph", model_dir)  # ours would give other triplets: extract again
 
 
 # --- the real package on a tiny model -----------------------------------------------------------------------------

@@ -350,7 +350,7 @@ def test_core_phrases(entity, phrases):
         ("The heart is enlarged.", ["cardiomegaly"]),
         ("Enlarged cardiac silhouette.", ["cardiomegaly"]),
         ("Enlarged hilar lymph nodes.", ["enlarge"]),
-        ("Borderline cardiomegaly.", ["borderline"]),
+        ("Borderline cardiomegaly.", ["borderline", "cardiomegaly"]),
         ("Heart size is at the upper limits of normal.", ["borderline"]),
         ("No free air under the diaphragm.", ["air"]),
         ("Costophrenic angles are free.", ["free"]),
@@ -497,9 +497,14 @@ def test_module_imports_only_the_standard_library_and_yaml():
 
 # --- the knowledge file ----------------------------------------------------------------------------------------------
 
-# The sha256 of every table as it stood in Python literals before it moved to vocabulary.yaml (commit 835e033). A
-# change of the knowledge text or phrases is a change of the model's queries and of extraction: update this on purpose.
-VOCABULARY_SHA256 = "0d08e2eef5ef30c84f88e3e22a0de52d5baa434363bd5c0537d0dd7ef5f2ad8d"
+# The sha256 of every table. A change of the knowledge text or phrases is a change of the model's queries and of
+# extraction: update this on purpose, and say why here.
+# - 0d08e2ee...: the tables as they stood in Python literals before they moved to vocabulary.yaml (commit 835e033).
+# - now: COPD is not emphysema (a clinical diagnosis, tail_abnorm_obs), granulomatous infection/disease/process is
+#   not pneumonia, "borderline cardiomegaly" is two words again (borderline + cardiomegaly), plain "heart is large"
+#   phrases are cardiomegaly, "upper limits normal" is borderline (measured on real reports:
+#   benchmarks/extract_real.py).
+VOCABULARY_SHA256 = "d3b2eadb339f76900f9a1bc316ebe48f3c30b07e1ddcdc84b3c5eb6c71de1092"
 TABLES = (
     "ENTITIES", "POSITIONS", "DESCRIPTIONS", "SYNONYMS", "POSITION_PROMPTS", "POSITION_SYNONYMS", "ENTITY_BY_PHRASE",
     "POSITION_BY_PHRASE", "EXCLUDED_OBSERVATIONS", "UNSEEN_ENTITIES", "NORMAL_ENTITIES", "TAIL_ENTITY",
@@ -511,7 +516,7 @@ def vocabulary_sha256(module) -> str:
     return hashlib.sha256(json.dumps({name: getattr(module, name) for name in TABLES}).encode()).hexdigest()
 
 
-def test_the_vocabulary_is_what_it_was_before_the_move():
+def test_the_vocabulary_changes_only_on_purpose():
     assert vocabulary_sha256(vocabulary_module) == VOCABULARY_SHA256
 
 
