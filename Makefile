@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# No telemetry from local runs, servers or tests: nothing leaves the machine (and there is often no network to try).
+export DO_NOT_TRACK ?= true
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: install run up deploy down test test-fast lint format bench constraints clean
 

@@ -205,8 +205,7 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         for result in results:
             if result.error:
-                print(f"{result.image}: ERROR {result.error}")
-                continue
+                continue  # said once, on stderr, below
             findings = ", ".join(
                 f"{item['entity']} {item['probability']:.2f} ({item['positions'][0]['position']})"
                 for item in result.top_findings

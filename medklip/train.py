@@ -96,8 +96,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _check_data(data_dir: str) -> None:
+    """The checks that need no training: a prepared folder with its triplets (DataError naming what is missing)."""
+    from medklip.data.prepare import PreparedData
+
+    data = PreparedData(data_dir)
+    if not (data.root / "triplets.parquet").is_file():
+        raise DataError(f"{data.root / 'triplets.parquet'} not found: run `medklip extract --data {data.root}` first")
+
+
 def _train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    _check_data(args.data)  # before any tracking: a bad input leaves no FAILED run behind
     run = None
     if os.environ.get("RANK", "0") == "0" and not args.no_mlflow:  # only rank 0 talks to MLflow
         from medklip.tracking.runs import TrackingError, TrainingRun

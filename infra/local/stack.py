@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -54,6 +55,8 @@ def client_env() -> dict[str, str]:
         "MLFLOW_TRACKING_URI": urls()["mlflow"],
         "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "true",
         "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{BUCKET}/mlflow",
+        "DO_NOT_TRACK": "true",  # no telemetry from MLflow or Prefect clients
+        "MLFLOW_DISABLE_TELEMETRY": "true",
     }
 
 
@@ -65,16 +68,20 @@ def services() -> list[dict]:
         "PREFECT_UI_API_URL": f"{urls()['prefect']}/api",
     }
     s3_env = dict(LOCAL_S3_CREDENTIALS)
-    mlflow_env = {**LOCAL_S3_CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": urls()["s3"]}
+    mlflow_env = {**LOCAL_S3_CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": urls()["s3"], "MLFLOW_DISABLE_TELEMETRY": "true"}
     return [
         {
             "name": "s3",
+            "port": S3_PORT,
+            "port_variable": "S3_PORT",
             "command": [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(S3_PORT)],
             "env": s3_env,
             "health": f"{urls()['s3']}/moto-api/",
         },
         {
             "name": "mlflow",
+            "port": MLFLOW_PORT,
+            "port_variable": "MLFLOW_PORT",
             "command": [
                 str(BIN / "mlflow"),
                 "server",
@@ -94,6 +101,8 @@ def services() -> list[dict]:
         },
         {
             "name": "prefect",
+            "port": PREFECT_PORT,
+            "port_variable": "PREFECT_PORT",
             "command": [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(PREFECT_PORT)],
             "env": prefect_env,
             "health": f"{urls()['prefect']}/api/health",
@@ -152,6 +161,52 @@ def answers(url: str | None) -> bool:
         return requests.get(url, timeout=3).status_code < 500
     except requests.RequestException:
         return False
+
+
+def listener(port: int) -> str | None:
+    """What listens on 127.0.0.1:`port` ("moto_server (pid 4242)"), or None when the port is free.
+
+    Read from /proc: the socket's inode in /proc/net/tcp{,6}, then the process whose fd points at it.
+    """
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+            return None
+        except OSError:
+            pass
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
+                pid = fd_dir.parent.name
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+                return f"{command[:80] or Path(f'/proc/{pid}/comm').read_text().strip()} (pid {pid})"
+        except OSError:
+            continue
+    return "a program this user cannot see"
+
+
+def check_port(service: dict) -> None:
+    """Stops `up` with one line when another program holds the port our service is to listen on."""
+    port, variable = service.get("port"), service.get("port_variable")
+    if port is None:
+        return
+    holder = listener(port)
+    if holder is not None:
+        raise SystemExit(
+            f"make up: port {port} (for {service['name']}) is held by {holder}; stop it, or move ours: "
+            f"{variable}=<free port> make up"
+        )
 
 
 def wait_healthy(service: dict, timeout: float = 180) -> None:
@@ -225,8 +280,12 @@ def ensure_pool() -> None:
 
 
 def up() -> None:
+    running = {s["name"] for s in services() if alive(s["name"]) and answers(s["health"])}
     for service in services():
-        if alive(service["name"]) and answers(service["health"]):
+        if service["name"] not in running:
+            check_port(service)  # all ports first: a held one stops `up` before anything starts
+    for service in services():
+        if service["name"] in running:
             print(f"{service['name']:<8} already running (pid {alive(service['name'])})")
             continue
         if service["name"] == "worker":

@@ -12,7 +12,7 @@ from PIL import Image
 
 from medklip.cli import main
 from medklip.data.sources import DataError
-from medklip.evaluation.evaluate import load_label_map
+from medklip.evaluation.evaluate import load_label_map, read_groups, read_predictions, zero_shot_split
 from tests.helpers import prepared_synthetic
 
 pytestmark = pytest.mark.slow
@@ -60,6 +60,19 @@ def test_evaluate_writes_metrics_plots_heatmaps_and_grounding(trained, tmp_path,
     assert heatmaps and valid_png(heatmaps[0])
     assert "mean AUC" in capsys.readouterr().out
 
+    # The report split (test) and the promotion split (gate) are scored apart: the gate compares only the latter.
+    table = pd.read_parquet(data / "reports.parquet")
+    assert metrics["evaluation_data"]["role"] == "report"
+    promotion = metrics["promotion"]
+    assert (promotion["split"], promotion["role"], promotion["reason"]) == ("gate", "promotion", None)
+    ids, scores, _ = read_predictions(out / "gate_predictions.parquet")
+    assert promotion["n"] == len(ids) == int((table["split"] == "gate").sum()) > 0
+    assert set(ids) == set(table.loc[table["split"] == "gate", "id"])
+    assert set(ids).isdisjoint(read_predictions(out / "predictions.parquet")[0])
+    groups = read_groups(out / "gate_predictions.parquet")
+    assert len(groups) == len(ids) and all(len(group) == 16 for group in groups)  # hashed: no patient id in artifacts
+    assert metrics["mean_auc_ci_resampled"] == "groups"
+
 
 def test_predict_on_real_radiographs_with_a_bad_file_among_them(trained, tmp_path, capsys):
     if not SAMPLES.is_dir():
@@ -79,6 +92,18 @@ def test_predict_on_real_radiographs_with_a_bad_file_among_them(trained, tmp_pat
         assert result["top_findings"] and result["top_findings"][0]["positions"]
         assert all(valid_png(Path(path)) for path in result["heatmaps"])
     assert "not an image" in results[-1]["error"] and "probabilities" not in results[-1]
+
+
+def test_predict_says_each_bad_file_once(trained, tmp_path, capsys):
+    data, weights = trained
+    good = sorted((data / "source").rglob("*.png"))[0]
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    code = main(["predict", "--weights", str(weights), str(good), str(bad)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert (captured.out + captured.err).count("notes.png") == 1, captured
+    assert captured.err.strip().startswith("medklip predict: ") and str(good) in captured.out
 
 
 def test_zero_shot_on_a_chestxray14_style_label_set(trained, tmp_path):
@@ -101,6 +126,28 @@ def test_zero_shot_on_a_chestxray14_style_label_set(trained, tmp_path):
     assert metrics["label_map"]["Fibrosis"] == "tail_abnorm_obs"
     assert metrics["per_entity"]["Fibrosis"]["auc"] is None  # no positives in this set: not a fake number
     assert metrics["n_test"] + metrics["n_val"] == len(rows)
+    assert metrics["threshold_split"]["grouped_by"] == "image path" and metrics["threshold_split"]["fallback"]
+
+
+def test_zero_shot_threshold_split_keeps_each_patient_on_one_side():
+    # ChestX-ray14 names the patient in a column; CheXpert in the path; without either the split says it is by image.
+    images = [f"{patient:08d}_{view:03d}.png" for patient in range(60) for view in range(4)]
+    cxr14 = pd.DataFrame({"image": images, "Patient ID": [name[:8] for name in images]})
+    in_val, description = zero_shot_split(cxr14)
+    sides = pd.Series(in_val).groupby(cxr14["Patient ID"]).nunique()
+    assert (sides == 1).all() and 0 < in_val.sum() < len(images)  # no patient on both sides, both sides used
+    assert description["grouped_by"] == "column 'Patient ID'" and description["fallback"] is None
+    assert description["n_groups"] == 60
+
+    paths = [f"CheXpert-v1.0/valid/patient{p:05d}/study{s}/view1_frontal.jpg" for p in range(50) for s in (1, 2)]
+    chexpert = pd.DataFrame({"image": paths})
+    in_val, description = zero_shot_split(chexpert)
+    assert (pd.Series(in_val).groupby(chexpert["image"].str.extract(r"(patient\d+)")[0]).nunique() == 1).all()
+    assert description["grouped_by"] == "patientNNN in the image path" and description["n_groups"] == 50
+
+    _, description = zero_shot_split(pd.DataFrame({"image": ["a.png", "b.png"]}))
+    assert description["grouped_by"] == "image path"
+    assert "one patient's images may sit on both sides" in description["fallback"]
 
 
 def test_label_maps_ship_and_bad_ones_are_refused(tmp_path):

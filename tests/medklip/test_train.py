@@ -102,6 +102,21 @@ def test_an_empty_validation_split_is_an_error_unless_selection_by_training_loss
     assert all("val_mean_auc" not in r or r["val_mean_auc"] is None for r in records)
 
 
+def test_a_val_split_without_any_entity_with_both_classes_is_an_error_not_a_silent_first_epoch(tmp_path, capsys):
+    from medklip.labels.extract import extract_file
+    from tests.helpers import write_clean_folder
+
+    source = write_clean_folder(tmp_path / "source", 30, size=(80, 80))  # reports "Finding i.": no entity at all
+    config = PrepareConfig(workers=1, short_side=64, val_fraction=0.3, test_fraction=0.1, gate_fraction=0.1)
+    prepare(f"folder://{source}", tmp_path / "data", config)
+    extract_file(tmp_path / "data/reports.parquet", tmp_path / "data/triplets.parquet")
+    assert run(tmp_path / "data", tmp_path / "by-auc", "--epochs", "2", "--no-mlflow") == 2
+    [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert "no entity has both a positive and a negative label among the" in line and "val images" in line
+    assert "--set train.select_by=train_loss" in line
+    assert not (tmp_path / "by-auc/model_best.safetensors").exists()
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(data, tmp_path, monkeypatch):
     from medklip.model import losses
 
@@ -190,3 +205,19 @@ def test_torchrun_max_restarts_resumes_a_killed_worker(data, tmp_path):
     _, stderr = agent.communicate(timeout=300)
     assert killed and agent.returncode == 0, stderr[-3000:]
     assert [r["epoch"] for r in history(save)] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("problem", ["missing folder", "no triplets"])
+def test_bad_data_is_refused_before_mlflow_opens_a_run(tmp_path, monkeypatch, capsys, problem):
+    data = tmp_path / "data"
+    if problem == "no triplets":
+        prepared_synthetic(data, 8, seed=1)
+        (data / "triplets.parquet").unlink()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store is ./mlruns, in the cwd
+    monkeypatch.chdir(tmp_path)
+    before = sorted(path.name for path in tmp_path.iterdir())
+    capsys.readouterr()
+    assert run(data, tmp_path / "ckpt") == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("medklip train: error: ") and str(data) in line
+    assert sorted(path.name for path in tmp_path.iterdir()) == before  # no ./mlruns, no checkpoint folder
