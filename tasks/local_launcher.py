@@ -36,8 +36,8 @@ class LocalLauncher:
         """
         command = self.command(step)
         logger.info("%s: %s", step.name, " ".join(command))
-        # Progress bars go to the log: one line per 15 s per bar, not one per redraw.
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "15", **step.env}
+        # The child's output is a pipe, so it draws no progress bars: the log gets its summary lines (one per epoch).
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **step.env}
         tail: deque[str] = deque(maxlen=200)
         with subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, errors="replace"

@@ -289,7 +289,7 @@ def _build(opened, source: str, out: Path, config: PrepareConfig, fingerprint: s
     pool = None
     if config.workers != 1:
         pool = ProcessPoolExecutor(max_workers=config.workers, mp_context=get_context("spawn"))
-    bar = tqdm(total=len(opened), desc="prepare", unit="img", disable=not progress)
+    bar = tqdm(total=len(opened), desc="prepare", unit="img", disable=not progress or None)
     try:
         rows, skipped = [], []
         limits = ImageLimits(config.max_pixels, config.max_bytes)

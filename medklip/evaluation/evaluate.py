@@ -58,7 +58,7 @@ def score_split(model, dataset: CXRDataset, batch_size: int = 64, truth: pd.Data
     loader, _ = make_loader(dataset, batch_size, shuffle=False, num_workers=0)
     probabilities, rows, grounding = [], [], []
     table = dataset.data.table
-    for batch in tqdm(loader, desc=f"evaluate {dataset.split or 'all'}", unit="batch", disable=not progress):
+    for batch in tqdm(loader, desc=f"evaluate {dataset.split or 'all'}", unit="batch", disable=not progress or None):
         outputs = model(batch["image"], return_attention=truth is not None)
         probabilities.append(torch.sigmoid(outputs["exist_logits"].float()).numpy())
         rows.append(batch["row"].numpy())

@@ -187,7 +187,7 @@ def extract_table(
     todo = list(dict.fromkeys(key for key in keys.values() if key not in known))  # distinct texts, in order
     text_of = {key: texts[i] for i, key in keys.items()}
     fresh: dict[str, list[Triplet]] = {}
-    bar = tqdm(total=len(todo), desc=f"extract ({extractor.name})", unit="report", disable=not progress)
+    bar = tqdm(total=len(todo), desc=f"extract ({extractor.name})", unit="report", disable=not progress or None)
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
         for key, triplets in zip(batch, extractor.extract([text_of[key] for key in batch]), strict=True):

@@ -47,8 +47,13 @@ def load_text_encoder(name: str):
         OSError: the model cannot be loaded (e.g. a Hub id with no network and no local cache); the message says how
             to use a local or packaged encoder instead.
     """
-    from transformers import AutoModel, AutoTokenizer
+    import sys
 
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    if not sys.stderr.isatty():  # its "Loading weights" bar, redrawn into a log, is noise
+        transformers_logging.disable_progress_bar()
     location = resolve_text_encoder(name)
     try:
         return AutoTokenizer.from_pretrained(location), AutoModel.from_pretrained(location).eval()

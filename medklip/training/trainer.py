@@ -334,7 +334,7 @@ class Trainer:
         images = 0
         bar = tqdm(
             total=self.micro_batches, initial=p.batch, desc=f"epoch {p.epoch + 1}/{settings.epochs}", unit="batch",
-            disable=not self.info.is_main,
+            disable=not self.info.is_main or None,  # None: only on a terminal, never in a log
         )  # fmt: skip
         for batch in itertools.islice(self.loader, self.micro_batches - p.batch):
             loss = self.micro_batch(batch)

@@ -153,3 +153,27 @@ def test_local_launcher_maps_exit_codes_and_refuses_several_nodes():
 def test_flow_module_runs_as_a_script_help():
     finished = subprocess.run([sys.executable, "-m", "flows.retrain", "--help"], capture_output=True, text=True)
     assert finished.returncode == 0 and "--preset" in finished.stdout
+
+
+@pytest.mark.slow
+def test_a_step_log_has_one_line_per_epoch_and_no_progress_bars(tmp_path):
+    import logging
+
+    from tests.helpers import prepared_synthetic
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("test.step-log")
+    logger.addHandler(Collect())
+    logger.setLevel(logging.INFO)
+    data = prepared_synthetic(tmp_path / "data", 24, seed=2)
+    args = ["-m", "medklip.cli", "train", "--data", str(data), "--config", "debug", "--epochs", "3", "--no-mlflow"]
+    LocalLauncher().run(Step("train", [*args, "--save", str(tmp_path / "ckpt")]), logger)
+    assert sum(" epoch " in line and ": " in line.split(" epoch ", 1)[1] for line in lines) >= 3, lines
+    bars = [line for line in lines if "batch/s" in line or "it/s" in line or "%|" in line]
+    assert not bars, bars  # a progress bar redrawn into a log is dozens of lines per epoch
+    assert len(lines) < 40, lines

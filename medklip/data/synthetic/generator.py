@@ -99,7 +99,7 @@ def generate(
     workers = max(1, min(workers or os.cpu_count() or 1, n))
     jobs = [(str(out), seed, index, size) for index in range(n)]
     logger.info("generating %d synthetic radiographs (seed %d, %d px, %d workers) into %s", n, seed, size, workers, out)
-    bar = tqdm(total=n, desc="synthetic", unit="img", disable=not progress)
+    bar = tqdm(total=n, desc="synthetic", unit="img", disable=not progress or None)
     results = []
     if workers == 1:
         for job in jobs:
