@@ -14,6 +14,10 @@ values are refused before anything starts. Where things go, under `workdir`:
 
 MLflow: `MLFLOW_TRACKING_URI`, else a local store in `./mlruns`. The run ends with a markdown artifact
 (`retrain-summary`) and a final state whose message says what happened.
+
+Split roles (`medklip.data.prepare.SPLIT_ROLES`): training learns on `train` and chooses model_best on `val`; the
+registry's gate compares the new model with the champion on `gate`; `test` is evaluated once per run and reported in
+the summary and the model card, and no step decides anything on it.
 """
 
 from __future__ import annotations
@@ -85,7 +89,7 @@ def summary_markdown(parameters: dict, outcomes: dict, metrics: dict, run_id: st
     lines += [f"| {step} | {outcome} |" for step, outcome in outcomes.items()]
     ci = metrics.get("mean_auc_ci95") or [None, None]
     number = lambda value: "n/a" if value is None else f"{value:.3f}"  # noqa: E731
-    lines += ["", "## Evaluation", "", "| metric | value |", "|---|---|"]
+    lines += ["", "## Evaluation (test split: reported, used by no decision)", "", "| metric | value |", "|---|---|"]
     lines += [
         f"| mean AUC | {number(metrics.get('mean_auc'))} (95% CI {number(ci[0])}-{number(ci[1])}) over "
         f"{metrics.get('n_entities_with_auc')} entities |",
@@ -95,9 +99,20 @@ def summary_markdown(parameters: dict, outcomes: dict, metrics: dict, run_id: st
     scored = [(e, v) for e, v in metrics.get("per_entity", {}).items() if v.get("auc") is not None]
     for entity, values in sorted(scored, key=lambda item: -item[1]["n_pos"])[:8]:
         lines.append(f"| AUC {entity} (n_pos {values['n_pos']}) | {number(values['auc'])} |")
+    promotion = metrics.get("promotion") or {}
+    if promotion.get("n"):
+        lines.append(
+            f"| mean AUC on the promotion split ({promotion['split']}, what the gate compares) | "
+            f"{number(promotion.get('mean_auc'))} over {promotion['n']} images |"
+        )
     lines += ["", "## Registry", ""]
     if decision:
         lines.append(f"**{decision['name']} version {decision['version']}: {decision['alias']}.** {decision['reason']}")
+        split = decision.get("split") or {}
+        if split:
+            why = f" ({split['reason']})" if split.get("reason") else ""
+            lines += ["", f"- gate split: {split['split']} (role {split['role']}){why}"]
+        lines.append(f"- label drift: {(decision.get('drift') or {}).get('summary', 'n/a')}")
     else:
         lines.append("Not registered (promotion.register_model is off).")
     lines += ["", "## Links", "", *_mlflow_links(run_id, decision), "", "## Parameters", "", "```json"]

@@ -43,6 +43,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
         short_side=args.image_size,
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
+        gate_fraction=args.gate_fraction,
         split_seed=args.split_seed,
         workers=args.workers,
         max_pixels=args.max_pixels,
@@ -53,9 +54,15 @@ def _data_prepare(args: argparse.Namespace) -> int:
         print(f"{args.out} is already prepared from {args.source} with these settings; nothing to do")
     splits = manifest["splits"]
     print(
-        f"{manifest['n_images']} images prepared ({splits['train']} train / {splits['val']} val / {splits['test']} "
-        f"test), {manifest['n_skipped']} skipped, in {args.out}"
+        f"{manifest['n_images']} images prepared ({splits['train']} train / {splits['val']} val / "
+        f"{splits.get('gate', 0)} gate / {splits['test']} test), {manifest['n_skipped']} skipped, in {args.out}"
     )
+    grouping = manifest.get("grouping") or {}
+    if grouping:
+        key = grouping["key"] or "no patient or study id"
+        print(f"  splits grouped by {key}: {grouping['n_groups']} groups; roles {manifest.get('split_roles')}")
+        if grouping.get("fallback"):
+            print(f"  fallback for {grouping['n_images_by_fallback']} images: {grouping['fallback']}")
     for reason, count in manifest.get("skipped_by_reason", {}).items():
         print(f"  skipped {count:>6} {reason}")
     if manifest["n_skipped"]:
@@ -73,7 +80,8 @@ def _data_inspect(args: argparse.Namespace) -> int:
     print(f"{summary['root']}  (source {summary['source']})")
     splits = summary["splits"]
     print(
-        f"  images   {summary['n_images']}  train {splits['train']}  val {splits['val']}  test {splits['test']}  "
+        f"  images   {summary['n_images']}  train {splits['train']}  val {splits['val']}  "
+        f"gate {splits.get('gate', 0)}  test {splits['test']}  "
         f"skipped {summary['n_skipped']} {summary['skipped_by_reason'] or ''}"
     )
     print(
@@ -159,6 +167,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     if tracked:
         tags = {f"medklip.eval_{key}": value for key, value in metrics.get("evaluation_data", {}).items()}
+        promotion = metrics.get("promotion")
+        if promotion is not None:  # the registry's gate reads these; a skipped promotion split says why
+            tags.update({f"medklip.gate_{key}": promotion.get(key) or "" for key in ("dir", "split", "role", "reason")})
+            tags["medklip.gate_n"] = promotion["n"]
+            tags["medklip.gate_fingerprint"] = promotion.get("fingerprint") or f"none: {promotion.get('skipped')}"
         if args.labels:
             tags = {"medklip.eval_labels": str(Path(args.labels).resolve()), "medklip.eval_label_map": args.label_map}
         run_id = tracking.log_evaluation(args.weights, args.out, metrics, tags)
@@ -170,6 +183,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     def interval(values) -> str:
         return "no CI" if not values else f"95% CI {values[0]:.3f}-{values[1]:.3f}"
 
+    promotion = metrics.get("promotion") or {}
+    if promotion.get("n"):
+        why = f"; {promotion['reason']}" if promotion["reason"] else ""
+        print(
+            f"promotion split ({promotion['split']}, what the registry's gate compares): {promotion['n']} images, "
+            f"mean AUC {number(promotion.get('mean_auc'))}{why}"
+        )
     if metrics["mean_auc"] is None:
         print(f"no entity has both classes in the test data (n_test {metrics['n_test']}): no AUC")
     else:
@@ -223,7 +243,9 @@ def _registry(args: argparse.Namespace) -> int:
     from medklip.tracking import registry
 
     if args.registry_command == "register":
-        decision = registry.register(args.run_id, args.name, args.margin, args.resamples)
+        decision = registry.register(
+            args.run_id, args.name, args.margin, args.resamples, drift_threshold=args.drift_threshold
+        )
         print(f"{args.name} version {decision['version']}: {decision['alias']}. {decision['reason']}")
         print(f"load it with mlflow.pyfunc.load_model('models:/{args.name}@{decision['alias']}')")
     elif args.registry_command == "list":
@@ -258,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--image-size", type=int, default=256, help="shorter side after resizing, in pixels")
     prepare.add_argument("--val-fraction", type=float, default=0.1, help="share of groups in the validation split")
     prepare.add_argument("--test-fraction", type=float, default=0.1, help="share of groups in the test split")
+    prepare.add_argument(
+        "--gate-fraction", type=float, default=0.1, help="share of groups held out for the registry's promotion gate"
+    )
     prepare.add_argument("--split-seed", type=int, default=0, help="seed of the hash-based split")
     prepare.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
     prepare.add_argument(
@@ -303,7 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="metrics.json with CIs, plots, heatmaps, grounding")
     evaluate.add_argument("--weights", required=True, help="a model_best.safetensors")
     evaluate.add_argument("--data", help="prepared folder with triplets.parquet (thresholds from its val split)")
-    evaluate.add_argument("--split", default="test", choices=("test", "val", "train", "all"), help="the split scored")
+    evaluate.add_argument(
+        "--split", default="test", choices=("test", "val", "gate", "train", "all"), help="the split reported"
+    )
     evaluate.add_argument(
         "--threshold-data", help="prepared folder whose val split sets thresholds (default: --data; needed for all)"
     )
@@ -329,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--run-id", required=True, help="an MLflow run trained and evaluated by medklip")
     register.add_argument("--margin", type=float, default=0.0, help="the paired 95%% lower bound must exceed this")
     register.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
+    register.add_argument(
+        "--drift-threshold", type=float, default=0.05, help="prevalence change that counts as label drift"
+    )
     listing = registry_commands.add_parser("list", help="versions with aliases, gate decisions and promotions")
     listing.add_argument("--json", action="store_true", help="print JSON")
     promote = registry_commands.add_parser("promote", help="make a version champion by hand, with a recorded reason")

@@ -39,7 +39,7 @@ class CXRDataset(Dataset):
 
     Args:
         data: a prepared folder or its path.
-        split: `train`, `val`, `test` or None for all rows.
+        split: `train`, `val`, `gate`, `test` or None for all rows.
         image_size: output side in pixels (224 for the paper's model).
         augment: random transforms for training; None gives the deterministic evaluation view.
         targets: per-row arrays indexed by table row (e.g. `{"existence": (N, 75) int8}`), added to each batch.

@@ -6,10 +6,10 @@
 
 Output folder:
     shards/images-NNNNN.u8   raw uint8 pixels, images back to back (read with np.memmap)
-    reports.parquet          one row per kept image: id, findings, impression, image, split, report_sha256,
-                             shard, offset, height, width
-    manifest.json            n_images, n_skipped, skipped (the first 1000 [{id, path, reason}]), splits, settings,
-                             fingerprint
+    reports.parquet          one row per kept image: id, findings, impression, image, group, split_group, split,
+                             report_sha256, shard, offset, height, width
+    manifest.json            n_images, n_skipped, skipped (the first 1000 [{id, path, reason}]), splits,
+                             split_roles, grouping, settings, fingerprint
     skipped.csv              every skipped row: id, path, reason
     truth.csv                copied from the source when it has one (synthetic data)
     .medklip-prepared        marks the folder as prepare's own
@@ -18,6 +18,14 @@ Prepare writes only into a new or empty folder, its own earlier output, or an ol
 manifest), never into the source folder, and replaces only the files it wrote there.
 
 Preparing the same input with the same settings again does nothing: the manifest's fingerprint matches.
+
+Splits and their roles (`SPLIT_ROLES`, written into the manifest): `train` is trained on; `val` chooses model_best
+and the F1 thresholds (selection); `gate` is held out for the registry's promotion gate, which training never reads
+(promotion); `test` is scored once per evaluated run and reported, and no decision reads it (report). A row's split is
+a hash of its group key, the patient (or study) id when the source has one, so one patient's images never sit in two
+splits and a row keeps its split when the data set grows; `manifest["grouping"]` says which key was used and how many
+rows had to fall back to their image id. Folders prepared before format 3 have no gate split: `promotion_split` then
+names `val`, with the reason.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from medklip.data.sources import DataError, Record, open_source, source_folder
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "medklip-prepared/2"  # 2: source_height/source_width columns
+FORMAT = "medklip-prepared/3"  # 2: source_height/source_width columns; 3: gate split, split roles, grouping
 WINDOW = 256  # records decoded per round trip to the worker pool (bounds memory for in-memory sources)
 MAX_STUDY_IMAGES = 4  # a duplicate report shared by more rows than this is boilerplate, not one study
 MARKER = ".medklip-prepared"  # marks an output folder as prepare's own
@@ -62,8 +70,9 @@ class PrepareConfig:
 
     short_side: int = 256  # images are resized so the shorter side has this many pixels
     min_side: int = MIN_SIDE  # source images smaller than this on a side are skipped as "tiny"
-    val_fraction: float = 0.1  # share of split groups assigned to validation
-    test_fraction: float = 0.1  # share of split groups assigned to test
+    val_fraction: float = 0.1  # share of split groups assigned to validation (model selection, thresholds)
+    test_fraction: float = 0.1  # share of split groups assigned to test (reported, used by no decision)
+    gate_fraction: float = 0.1  # share of split groups held out for the registry's promotion gate (0: none)
     split_seed: int = 0  # changes the split assignment (a hash of seed and group key)
     shard_bytes: int = 256 * 2**20  # a new shard file starts after this many bytes of pixels
     workers: int | None = None  # decoding processes (None: all cores; 1: no pool)
@@ -75,9 +84,9 @@ class PrepareConfig:
             raise ValueError(f"short_side {self.short_side} is below min_side {self.min_side}")
         if self.max_pixels < self.min_side**2 or self.max_bytes < 1:
             raise ValueError(f"max_pixels must be at least {self.min_side**2} and max_bytes at least 1")
-        fractions = (self.val_fraction, self.test_fraction)
+        fractions = (self.val_fraction, self.test_fraction, self.gate_fraction)
         if not (all(0 <= value < 1 for value in fractions) and sum(fractions) < 1):
-            raise ValueError("val_fraction and test_fraction must be in [0, 1) and sum to less than 1")
+            raise ValueError("val_fraction, test_fraction and gate_fraction must be in [0, 1) and sum to less than 1")
 
 
 def report_sha256(findings: str, impression: str) -> str:
@@ -86,28 +95,75 @@ def report_sha256(findings: str, impression: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def assign_splits(
-    keys: list[str], report_hashes: list[str], val_fraction: float, test_fraction: float, seed: int
-) -> list[str]:
-    """Assigns train/val/test by hashing a group key, so a row's split never changes when the data set grows.
+SPLIT_ROLES = {"train": "training", "val": "selection", "gate": "promotion", "test": "report"}
+LEGACY_SPLIT_ROLES = {"train": "training", "val": "selection", "test": "report"}  # formats before 3: no gate split
+GROUP_FALLBACK = (
+    "no patient or study id: rows sharing an exact report (at most 4) are one group, every other row is its own "
+    "group (image id)"
+)
 
-    The group key is the source's study/patient id when it has one. Without one (the MIMIC-CXR mirror has no patient
-    ids), rows that share an exact report are taken to be images of one study and kept together, unless more than
-    `MAX_STUDY_IMAGES` rows share it: such reports ("No acute cardiopulmonary process.") are boilerplate written for
-    many patients, and each of those rows is assigned on its own.
+
+def split_groups(keys: list[str], report_hashes: list[str]) -> list[str]:
+    """The key each row's split is drawn from: `group:<patient or study id>` when the source has one.
+
+    Without one (the MIMIC-CXR mirror has no patient ids), rows that share an exact report are taken to be images of
+    one study and kept together, unless more than `MAX_STUDY_IMAGES` rows share it: such reports ("No acute
+    cardiopulmonary process.") are boilerplate written for many patients, and each of those rows is its own group
+    (`id:<image id>`).
     """
     counts = Counter(report_hashes)
+    return [
+        key if key.startswith("group:") or counts[report_hash] > MAX_STUDY_IMAGES else f"report:{report_hash}"
+        for key, report_hash in zip(keys, report_hashes, strict=True)
+    ]
+
+
+def assign_splits(
+    keys: list[str],
+    report_hashes: list[str],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    gate_fraction: float = 0.0,
+) -> list[str]:
+    """Assigns train/val/gate/test by hashing each row's group key (`split_groups`), so one group never spans two
+    splits and a row's split never changes when the data set grows.
+
+    A group's hash is a position in [0, 1): [0, test) is test, then val, then gate, the rest train. Adding a gate
+    split (or growing it) therefore moves train rows only: every val and test row keeps its split.
+    """
     splits = []
-    for key, report_hash in zip(keys, report_hashes, strict=True):
-        group = key if key.startswith("group:") or counts[report_hash] > MAX_STUDY_IMAGES else f"report:{report_hash}"
+    for group in split_groups(keys, report_hashes):
         position = int(hashlib.sha256(f"{seed}:{group}".encode()).hexdigest()[:15], 16) / 16**15
         if position < test_fraction:
             splits.append("test")
         elif position < test_fraction + val_fraction:
             splits.append("val")
+        elif position < test_fraction + val_fraction + gate_fraction:
+            splits.append("gate")
         else:
             splits.append("train")
     return splits
+
+
+def hashed_groups(groups) -> np.ndarray:
+    """Split groups as 16 hex digits of their sha256: comparable across folders, without patient ids in artifacts."""
+    return np.array([hashlib.sha256(str(group).encode()).hexdigest()[:16] for group in groups], dtype=object)
+
+
+def grouping_summary(group_column: str | None, keys: list[str], groups: list[str]) -> dict:
+    """`manifest["grouping"]`: the key splits were grouped by, and how many rows had to fall back to image ids."""
+    by_key = sum(key.startswith("group:") for key in keys)
+    return {
+        "key": group_column,
+        "n_groups": len(set(groups)),
+        "n_images_grouped_by_key": by_key,
+        "n_images_by_fallback": len(keys) - by_key,
+        "fallback": None if by_key == len(keys) else (
+            GROUP_FALLBACK if group_column is None else f"{len(keys) - by_key} rows with an empty {group_column}: "
+            + GROUP_FALLBACK
+        ),
+    }  # fmt: skip
 
 
 def _decode(job: tuple[str | None, bytes | None, int, int, ImageLimits]):
@@ -324,12 +380,14 @@ def _build(opened, source: str, out: Path, config: PrepareConfig, fingerprint: s
         if not rows:
             raise DataError(f"{source}: no usable images ({len(skipped)} skipped); first reasons: {skipped[:3]}")
         table = pd.DataFrame(rows)
+        table["split_group"] = split_groups(list(table["group"]), list(table["report_sha256"]))
         table["split"] = assign_splits(
             list(table["group"]),
             list(table["report_sha256"]),
             config.val_fraction,
             config.test_fraction,
             config.split_seed,
+            config.gate_fraction,
         )
         table.to_parquet(staging / "reports.parquet", index=False)
         if skipped:
@@ -347,7 +405,11 @@ def _build(opened, source: str, out: Path, config: PrepareConfig, fingerprint: s
             "skipped": skipped[:SKIPPED_IN_MANIFEST],
             "skipped_file": "skipped.csv" if skipped else None,
             "skipped_by_reason": dict(Counter(item["reason"].split(":")[0] for item in skipped)),
-            "splits": {name: int((table["split"] == name).sum()) for name in ("train", "val", "test")},
+            "splits": {name: int((table["split"] == name).sum()) for name in SPLITS},
+            "split_roles": dict(SPLIT_ROLES),
+            "grouping": grouping_summary(
+                getattr(opened, "group_column", None), list(table["group"]), list(table["split_group"])
+            ),
             "shards": writer.names,
             "truth": "truth.csv" if opened.truth_path is not None else None,
         }
@@ -384,7 +446,7 @@ def _publish(staging: Path, out: Path, manifest: dict) -> None:
 
 
 # --- reading a prepared folder -------------------------------------------------------------------------------------
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "gate", "test")
 
 
 class PreparedData:
@@ -418,10 +480,36 @@ class PreparedData:
         shard, start, height, width = self._layout[row]
         return self._shard(int(shard))[start : start + height * width].reshape(height, width)
 
+    @property
+    def split_roles(self) -> dict[str, str]:
+        """{split: role} from the manifest (`SPLIT_ROLES`); older folders: train, val and test only."""
+        return dict(self.manifest.get("split_roles") or LEGACY_SPLIT_ROLES)
+
+    def split_groups(self) -> np.ndarray:
+        """(N,) the key each row's split was drawn from (recomputed for folders written before the column)."""
+        if "split_group" in self.table.columns:
+            return self.table["split_group"].astype(str).to_numpy()
+        keys = self.table["group"] if "group" in self.table.columns else "id:" + self.table["id"].astype(str)
+        return np.array(split_groups(list(keys), list(self.table["report_sha256"])), dtype=object)
+
     def rows(self, split: str | None) -> np.ndarray:
-        """Row numbers of a split (`train`, `val`, `test`), or all rows for None."""
+        """Row numbers of a split (`train`, `val`, `gate`, `test`), or all rows for None."""
         if split is None:
             return np.arange(len(self.table))
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
         return np.flatnonzero(self.table["split"].to_numpy() == split)
+
+
+def promotion_split(data: PreparedData) -> tuple[str, str | None]:
+    """(split, reason) the registry's promotion gate compares models on: `gate` when the folder has gate rows; else
+    `val`, with the reason that must be stated wherever the decision is (it also chose model_best)."""
+    if data.split_roles.get("gate") == "promotion" and len(data.rows("gate")):
+        return "gate", None
+    why = "it was prepared without a gate split" if "gate" in data.split_roles else (
+        f"it was prepared by an older release ({data.manifest.get('format', 'format unknown')}) without a gate split"
+    )  # fmt: skip
+    return "val", (
+        f"the gate compares on the val split because {data.root} has no gate split ({why}); val also chose "
+        "model_best, so the challenger's advantage is optimistic: re-prepare with a gate fraction for an unbiased gate"
+    )

@@ -1,7 +1,7 @@
 """Data sources: where radiographs and their reports come from, named by URI.
 
 - `folder://DIR`: `DIR/reports.csv` with columns `id,image,findings,impression` (image = path relative to DIR;
-  optional `study_id` or `patient_id` to keep a study's images in one split). What hospital users bring, and what
+  optional `patient_id`, `subject_id` or `study_id` to keep a patient's images in one split). What hospital users bring, and what
   `medklip data synth` writes.
 - `hf://NAME[?split=train&revision=REV]`: a Hugging Face dataset with columns `image`, `findings`, `impression`
   (e.g. `hf://itsanmolgupta/mimic-cxr-dataset`). NAME may also be an absolute local folder written by
@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")  # no '..' segment can start one
 
 REPORT_COLUMNS = ("id", "image", "findings", "impression")
-GROUP_COLUMNS = ("study_id", "patient_id")  # first present one groups rows into one split
+# The first present one groups rows into one split. Patient before study: one patient's studies share a split too.
+GROUP_COLUMNS = ("patient_id", "subject_id", "study_id")
 
 
 class DataError(ValueError):
@@ -85,6 +86,12 @@ def read_reports_csv(path: str | Path, required: tuple[str, ...] = REPORT_COLUMN
     return table
 
 
+def _group(value) -> str | None:
+    """A group id cell as text; None when empty (the row then falls back to its image id)."""
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
 class FolderSource:
     """A folder with `reports.csv` and image files (the layout `medklip data synth` writes)."""
 
@@ -134,7 +141,7 @@ class FolderSource:
                 impression=row.impression,
                 image_ref=relative,
                 image_path=path,
-                group=getattr(row, self.group_column) if self.group_column else None,
+                group=_group(getattr(row, self.group_column)) if self.group_column else None,
                 refused=refused,
             )
 
@@ -143,7 +150,8 @@ class HuggingFaceSource:
     """A `datasets` dataset with columns image, findings, impression (MIMIC-CXR mirrors use this schema).
 
     The mirror has no ids, so a record's id is the sha256 of its image bytes: stable across dataset revisions and
-    row reorderings, and an exact duplicate image gets the same id (and is then skipped as a duplicate).
+    row reorderings, and an exact duplicate image gets the same id (and is then skipped as a duplicate). A
+    `patient_id`, `subject_id` or `study_id` column, when the dataset has one, groups rows into one split.
     """
 
     def __init__(self, name: str, split: str = "train", revision: str | None = None, uri: str | None = None):
@@ -165,6 +173,7 @@ class HuggingFaceSource:
             raise DataError(f"{name}: missing column(s) {missing}; found {loaded.column_names}")
         # Keep the encoded bytes: we decode ourselves, so a bad image is skipped with a reason instead of crashing.
         self.dataset = loaded.cast_column("image", datasets.Image(decode=False))
+        self.group_column = next((column for column in GROUP_COLUMNS if column in loaded.column_names), None)
 
     truth_path = None
 
@@ -189,6 +198,7 @@ class HuggingFaceSource:
                 image_ref=f"hf:{self.name}[{row_index}]",
                 image_path=path if data is None else None,
                 image_bytes=data,
+                group=_group(row[self.group_column]) if self.group_column else None,
             )
 
 

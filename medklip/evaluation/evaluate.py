@@ -5,7 +5,11 @@
     medklip evaluate --weights W --labels chestxray14.csv --label-map chestxray14 --out results/cxr14
 
 On a prepared folder (`--data`), labels come from its `triplets.parquet`; thresholds for F1 and accuracy are chosen on
-the folder's `val` split and applied to `--split` (default `test`), never tuned on the scored split. Writes to `--out`:
+the folder's `val` split and applied to `--split` (default `test`), never tuned on the scored split. The split roles
+(`medklip.data.prepare.SPLIT_ROLES`) are kept: `--split` is the report, and the folder's promotion split (`gate`, or
+`val` with the reason for folders without one) is scored as well into `gate_predictions.parquet`, the only
+predictions the registry's gate compares. The mean AUC interval resamples whole patients (split groups). Writes to
+`--out`:
 
     metrics.json          mean_auc (over entities with both classes; how many) with a bootstrap CI, accuracy, n_test,
                           per_entity {auc, auc_ci95, f1, threshold, n_pos, n_neg, brier, ece, reason for any null},
@@ -15,15 +19,19 @@ the folder's `val` split and applied to `--split` (default `test`), never tuned 
     loss_curve.png        from the training history beside the weights (history.jsonl), when there is one
     pointing_game.png     grounding per finding against the patch grid's ceiling (synthetic data)
     heatmaps/             cross-attention of the top findings over sample test images
-    predictions.parquet   per test image: id, the 75 probabilities and labels (the registry's gate compares these)
+    predictions.parquet   per test image: id, group (hashed patient / split group), the 75 probabilities and labels
+    gate_predictions.parquet  the same for the promotion split (what the registry's gate compares); metrics.json's
+                          `promotion` says which split, its role, size, fingerprint and mean AUC
 
 On synthetic data (a folder with `truth.csv`), `grounding` reports the pointing game: how often the attention peak
 of a rendered finding falls inside its lesion box, and `attainable`: the share of boxes that hold some patch's peak
 pixel at all, the ceiling of any attention map on the model's patch grid (see `medklip.model.grounding`).
 
 With `--labels`, an external label set (ChestX-ray14 style `Finding Labels` column, or CheXpert style one column per
-class) is scored zero-shot through a label map; its rows are split by a hash of the image path into 20% for choosing
-thresholds and 80% for scoring.
+class) is scored zero-shot through a label map; its rows are split by a hash of the patient into 20% for choosing
+thresholds and 80% for scoring (`zero_shot_split`): the patient is a `Patient ID` / `patient_id` / `subject_id` /
+`study_id` column, else `patientNNN` in the image path (CheXpert), else, stated in `metrics["threshold_split"]`, the
+image path itself.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +49,7 @@ from tqdm import tqdm
 
 from medklip.config import PRESETS_DIR
 from medklip.data.dataset import CXRDataset, make_loader
-from medklip.data.prepare import PreparedData
+from medklip.data.prepare import PreparedData, hashed_groups, promotion_split
 from medklip.data.sources import DataError, read_reports_csv
 from medklip.training.checkpoints import load_model, read_header
 from medklip.vocabulary import ENTITIES
@@ -48,6 +57,7 @@ from medklip.vocabulary import ENTITIES
 logger = logging.getLogger(__name__)
 
 LABEL_MAPS_DIR = PRESETS_DIR / "label_maps"
+GATE_PREDICTIONS = "gate_predictions.parquet"
 
 
 @torch.no_grad()
@@ -85,6 +95,33 @@ def predict_split(weights: str | Path, data_dir: str | Path, split: str) -> tupl
     return ids, scores, load_labels(data)["existence"][rows]
 
 
+def _promotion(model, data: PreparedData, labels: np.ndarray, split: str, out: Path, n_resamples: int) -> dict:
+    """Scores the folder's promotion split into `gate_predictions.parquet`; `metrics["promotion"]`."""
+    from medklip.evaluation.metrics import bootstrap_mean_auc
+
+    gate_split, reason = promotion_split(data)
+    record = {"split": gate_split, "role": data.split_roles.get(gate_split), "reason": reason,
+              "dir": str(data.root.resolve())}  # fmt: skip
+    if split in (gate_split, "all"):
+        return {**record, "n": 0, "skipped": f"--split {split} already scores the promotion split's images"}
+    dataset = CXRDataset(data, gate_split, model.config.image_size)
+    if len(dataset) == 0:
+        return {**record, "n": 0, "skipped": f"the {gate_split} split is empty"}
+    scores, rows, _ = score_split(model, dataset)
+    ids = data.table["id"].astype(str).to_numpy()[rows]
+    groups = hashed_groups(data.split_groups()[rows])
+    mean, low, high = bootstrap_mean_auc(scores, labels[rows], n_resamples, groups=groups)
+    write_predictions(out / GATE_PREDICTIONS, ids, scores, labels[rows], groups)
+    return {
+        **record,
+        "n": len(ids),
+        "n_groups": len(set(groups)),
+        "fingerprint": evaluation_fingerprint(ids, labels[rows]),
+        "mean_auc": None if np.isnan(mean) else float(mean),
+        "mean_auc_ci95": None if np.isnan(low) else [float(low), float(high)],
+    }
+
+
 def evaluate_folder(
     weights: str | Path,
     data_dir: str | Path,
@@ -119,8 +156,9 @@ def evaluate_folder(
     val_labels = labels if threshold_folder is data else load_labels(threshold_folder)["existence"]
     test_scores, test_rows, grounding = score_split(model, test, truth=truth, progress=progress)
     val_scores, val_rows, _ = score_split(model, val, progress=progress)
+    groups = hashed_groups(data.split_groups()[test_rows])
     metrics = evaluate_predictions(
-        test_scores, labels[test_rows], val_scores, val_labels[val_rows], n_resamples=n_resamples
+        test_scores, labels[test_rows], val_scores, val_labels[val_rows], n_resamples=n_resamples, groups=groups
     )
     metrics["thresholds_data"] = str(threshold_folder.root)
     metrics["split"] = split
@@ -132,12 +170,17 @@ def evaluate_folder(
     metrics["evaluation_data"] = {
         "dir": str(data.root.resolve()),
         "split": split,
+        "role": data.split_roles.get(split, "all splits" if split == "all" else None),
         "n": len(ids),
         "fingerprint": evaluation_fingerprint(ids, labels[test_rows]),
     }
     out = Path(out)
+    (out / GATE_PREDICTIONS).unlink(missing_ok=True)  # never a stale one from an earlier evaluation into `out`
+    out.mkdir(parents=True, exist_ok=True)
+    metrics["promotion"] = _promotion(model, data, labels, split, out, n_resamples)
+    metrics["grouping"] = data.manifest.get("grouping")
     _write_outputs(metrics, test_scores, labels[test_rows], out, Path(weights).parent / "history.jsonl")
-    write_predictions(out / "predictions.parquet", ids, test_scores, labels[test_rows])
+    write_predictions(out / "predictions.parquet", ids, test_scores, labels[test_rows], groups)
     _write_heatmaps(model, test, test_scores, test_rows, out / "heatmaps", n_heatmaps)
     return metrics
 
@@ -150,14 +193,24 @@ def evaluation_fingerprint(ids: np.ndarray, labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def write_predictions(path: Path, ids: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> None:
-    """`predictions.parquet`: id, then `prob:<entity>` and `label:<entity>` for the 75 entities (what the registry's
-    promotion gate compares two models on)."""
+def write_predictions(
+    path: Path, ids: np.ndarray, scores: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None
+) -> None:
+    """`predictions.parquet`: id, group (hashed split group: the patient, when the source names one), then
+    `prob:<entity>` and `label:<entity>` for the 75 entities (what the registry's promotion gate compares)."""
     columns = {"id": ids}
+    if groups is not None:
+        columns["group"] = np.asarray(groups, dtype=str)
     columns.update({f"prob:{entity}": scores[:, i].astype(np.float32) for i, entity in enumerate(ENTITIES)})
     columns.update({f"label:{entity}": labels[:, i].astype(np.int8) for i, entity in enumerate(ENTITIES)})
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(columns).to_parquet(path, index=False)
+
+
+def read_groups(path: str | Path) -> np.ndarray | None:
+    """(N,) the `group` column of a `predictions.parquet`, in row order; None for files written without one."""
+    table = pd.read_parquet(path)
+    return table["group"].astype(str).to_numpy() if "group" in table.columns else None
 
 
 def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -236,6 +289,39 @@ def external_labels(table: pd.DataFrame, label_map: dict[str, str]) -> np.ndarra
     return values.fillna(-1).clip(-1, 1).astype(np.int8).to_numpy()
 
 
+PATIENT_COLUMNS = ("Patient ID", "patient_id", "PatientID", "subject_id", "study_id")
+PATIENT_IN_PATH = re.compile(r"(?:^|/)(patient\d+)(?:/|$)")  # CheXpert: .../patient64541/study1/view1_frontal.jpg
+
+
+def patient_keys(table: pd.DataFrame) -> tuple[pd.Series, str | None]:
+    """(key per row, what it is) of an external label set: the first `PATIENT_COLUMNS` column present, else
+    `patientNNN` in every image path, else (what None says) the image path itself."""
+    images = table["image"].astype(str).str.replace("\\", "/", regex=False)
+    column = next((name for name in PATIENT_COLUMNS if name in table.columns), None)
+    if column is not None:
+        keys = table[column].astype(str).str.strip()
+        return keys.where(keys != "", "image:" + images), f"column {column!r}"  # an empty cell: that image alone
+    found = images.str.extract(PATIENT_IN_PATH)[0]
+    if len(images) and found.notna().all():
+        return found, "patientNNN in the image path"
+    return "image:" + images, None
+
+
+def zero_shot_split(table: pd.DataFrame, val_share: int = 5) -> tuple[np.ndarray, dict]:
+    """(in_val (N,) bool, description) of an external label set: 1 in `val_share` patients chooses thresholds, so
+    one patient's images all land on one side (`patient_keys`); `description["fallback"]` says when it could not."""
+    keys, grouped_by = patient_keys(table)
+    in_val = np.array([int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % val_share == 0 for key in keys])
+    description = {
+        "grouped_by": grouped_by or "image path",
+        "fallback": None if grouped_by else "no patient id (no patient column, no patientNNN in the paths): split by "
+        "image, so one patient's images may sit on both sides",
+        "n_groups": int(keys.nunique()),
+        "n_groups_val": int(keys[in_val].nunique()),
+    }  # fmt: skip
+    return in_val, description
+
+
 def evaluate_labels(
     weights: str | Path, labels_csv: str | Path, label_map: str, out: str | Path, n_resamples: int = 1000
 ) -> dict:
@@ -256,11 +342,14 @@ def evaluate_labels(
     for row, result in enumerate(results):
         if result.probabilities:
             scores[row] = [result.probabilities[ENTITIES[column]] for column in columns]
-    in_val = np.array([int(hashlib.sha256(path.encode()).hexdigest()[:8], 16) % 5 == 0 for path in paths])
+    in_val, threshold_split = zero_shot_split(table)
     val, test = readable & in_val, readable & ~in_val
+    patients = hashed_groups(patient_keys(table)[0])
     metrics = evaluate_predictions(
-        scores[test], labels[test], scores[val], labels[val], entities=list(mapping), n_resamples=n_resamples
-    )
+        scores[test], labels[test], scores[val], labels[val], entities=list(mapping), n_resamples=n_resamples,
+        groups=patients[test],
+    )  # fmt: skip
+    metrics["threshold_split"] = threshold_split
     metrics["label_map"] = {label: entity for label, entity in mapping.items()}
     metrics["unreadable"] = [result.error for result in results if result.error]
     metrics["n_val"] = int(val.sum())

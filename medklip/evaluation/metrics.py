@@ -16,6 +16,9 @@ on the test set):
 - Thresholds for F1 and accuracy are chosen on the validation data only and applied unchanged to the test data.
 - 95% CIs are percentile bootstrap intervals: per entity by resampling that entity's labelled images; for the mean
   AUC by resampling test images jointly and averaging the entity AUCs defined in each resample.
+- Given `groups` (the patient or study of each image), the joint resampling draws whole groups (a cluster
+  bootstrap): images of one patient are correlated, and resampling them one by one would make intervals too narrow.
+  The mean-AUC interval and the paired comparison of two models (the registry's gate) take groups.
 
 The bootstrap is vectorised: resampling with replacement gives each image an integer count, and the AUC of a resample
 is the count-weighted Mann-Whitney statistic, computed for a block of resamples at once from cumulative sums of the
@@ -158,6 +161,22 @@ def _draw_counts(rng: np.random.Generator, n: int, n_resamples: int) -> np.ndarr
     return np.bincount(draws.ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
 
 
+def group_index(groups: Sequence | np.ndarray | None, n_images: int) -> np.ndarray | None:
+    """(N,) int64 group number of each image from any group labels (patient ids), or None to resample images."""
+    if groups is None:
+        return None
+    groups = np.asarray(groups)
+    if groups.shape != (n_images,):
+        raise ValueError(f"groups {groups.shape} must hold one group per image ({n_images},)")
+    return np.unique(groups.astype(str), return_inverse=True)[1].astype(np.int64)
+
+
+def _draw_group_counts(rng: np.random.Generator, index: np.ndarray, n_resamples: int) -> np.ndarray:
+    """(R, N) counts per image of a cluster bootstrap: G draws of whole groups; an image counts as its group does."""
+    group_counts = _draw_counts(rng, int(index.max()) + 1, n_resamples)  # (R, G)
+    return group_counts[:, index]  # (R, N)
+
+
 def _entity_bootstrap(layout: _Layout, n_resamples: int, seed: np.random.SeedSequence) -> np.ndarray:
     """(R,) AUCs of resamples of this entity's labelled images; all NaN without both classes."""
     aucs = np.full(n_resamples, np.nan)
@@ -251,6 +270,7 @@ def bootstrap_mean_auc(
     seed: int = 0,
     *,
     workers: int | None = None,
+    groups: Sequence | np.ndarray | None = None,
 ) -> tuple[float, float, float]:
     """Mean AUC over entities with both classes, with a 95% percentile-bootstrap interval.
 
@@ -263,6 +283,7 @@ def bootstrap_mean_auc(
         n_resamples: bootstrap resamples; 0 skips the interval.
         seed: seeds the resampling.
         workers: threads over blocks of resamples; default all usable cores.
+        groups: (N,) patient (or study) of each image: whole groups are resampled. None: images.
 
     Returns:
         (mean AUC, ci_low, ci_high); NaN where undefined.
@@ -282,14 +303,19 @@ def bootstrap_mean_auc(
         with np.errstate(invalid="ignore"):
             return np.where(defined, aucs, 0.0).sum(axis=1) / defined.sum(axis=1)  # NaN if no entity is defined
 
-    low, high, _ = _percentile_interval(_over_resample_blocks(len(scores), n_resamples, seed, workers, mean_of_block))
+    index = group_index(groups, len(scores))
+    resampled = _over_resample_blocks(len(scores), n_resamples, seed, workers, mean_of_block, index)
+    low, high, _ = _percentile_interval(resampled)
     return mean, low, high
 
 
-def _over_resample_blocks(n_images: int, n_resamples: int, seed: int, workers: int | None, per_block) -> np.ndarray:
+def _over_resample_blocks(
+    n_images: int, n_resamples: int, seed: int, workers: int | None, per_block, groups: np.ndarray | None = None
+) -> np.ndarray:
     """`per_block(counts)` -> (R_block,) over blocks of joint image resamples (counts (R_block, N)), concatenated.
 
-    Blocks keep memory flat; each block has its own seed, so results do not depend on `workers`.
+    With `groups` ((N,) group numbers from `group_index`) each resample draws whole groups. Blocks keep memory flat;
+    each block has its own seed, so results do not depend on `workers`.
     """
     block = max(1, _BLOCK_CELLS // n_images)
     starts = list(range(0, n_resamples, block))
@@ -297,7 +323,8 @@ def _over_resample_blocks(n_images: int, n_resamples: int, seed: int, workers: i
 
     def run_block(index: int) -> np.ndarray:
         size = min(block, n_resamples - starts[index])
-        return per_block(_draw_counts(np.random.default_rng(seeds[index]), n_images, size))
+        rng = np.random.default_rng(seeds[index])
+        return per_block(_draw_counts(rng, n_images, size) if groups is None else _draw_group_counts(rng, groups, size))
 
     resampled = _map(run_block, range(len(starts)), _workers(workers))
     return np.concatenate(resampled) if resampled else np.empty(0)
@@ -311,6 +338,7 @@ def paired_mean_auc_difference(
     seed: int = 0,
     *,
     workers: int | None = None,
+    groups: Sequence | np.ndarray | None = None,
 ) -> dict:
     """Mean AUC of model a minus that of model b on the same images, with a paired 95% bootstrap interval.
 
@@ -324,17 +352,25 @@ def paired_mean_auc_difference(
         n_resamples: bootstrap resamples (> 0).
         seed: seeds the resampling.
         workers: threads over blocks of resamples; default all usable cores.
+        groups: (N,) patient (or study) of each image: each resample draws whole groups. None: images.
 
     Returns:
-        {"mean_auc_a", "mean_auc_b", "difference", "ci95": [low, high], "n_images", "n_entities", "n_resamples"};
-        numbers are None where no entity has both classes.
+        {"mean_auc_a", "mean_auc_b", "difference", "ci95": [low, high], "n_images", "n_groups", "resampled",
+        "n_entities", "n_resamples"}; numbers are None where no entity has both classes.
     """
     if n_resamples <= 0:
         raise ValueError(f"n_resamples must be > 0, got {n_resamples}")
     scores_a, labels = _check(scores_a, labels)
     scores_b, _ = _check(scores_b, labels)
+    index = group_index(groups, len(labels))
     entities = [e for e in range(labels.shape[1]) if (labels[:, e] == 1).any() and (labels[:, e] == 0).any()]
-    result = {"n_images": len(labels), "n_entities": len(entities), "n_resamples": n_resamples}
+    result = {
+        "n_images": len(labels),
+        "n_groups": len(labels) if index is None else int(index.max()) + 1 if len(index) else 0,
+        "resampled": "images" if index is None else "groups",
+        "n_entities": len(entities),
+        "n_resamples": n_resamples,
+    }
     if not entities:
         return {**result, "mean_auc_a": None, "mean_auc_b": None, "difference": None, "ci95": None}
     layouts_a = [_layout(scores_a[:, e], labels[:, e]) for e in entities]
@@ -349,7 +385,7 @@ def paired_mean_auc_difference(
         with np.errstate(invalid="ignore"):
             return np.where(defined, aucs_a - aucs_b, 0.0).sum(axis=1) / defined.sum(axis=1)  # (R_block,)
 
-    differences = _over_resample_blocks(len(labels), n_resamples, seed, workers, difference_of_block)
+    differences = _over_resample_blocks(len(labels), n_resamples, seed, workers, difference_of_block, index)
     low, high, _ = _percentile_interval(differences)
     return {**result, "mean_auc_a": mean_a, "mean_auc_b": mean_b, "difference": mean_a - mean_b, "ci95": [low, high]}
 
@@ -514,6 +550,7 @@ def evaluate_predictions(
     entities: Sequence[str] = ENTITIES,
     n_resamples: int = 1000,
     seed: int = 0,
+    groups: Sequence | np.ndarray | None = None,
 ) -> dict:
     """The metrics.json payload: AUCs with CIs on test, F1/accuracy at thresholds chosen on validation, calibration.
 
@@ -525,11 +562,14 @@ def evaluate_predictions(
         entities: the E column names.
         n_resamples: bootstrap resamples for every CI; 0 leaves the CIs None.
         seed: seeds the bootstrap.
+        groups: (N,) patient (or study) of each test image: the mean-AUC interval resamples whole groups (the
+            per-entity intervals resample images).
 
     Returns:
         A JSON-ready dict (no NaN; undefined numbers are None):
         {"mean_auc", "mean_auc_ci95", "n_entities_with_auc", "n_entities", "accuracy", "n_accuracy_pairs",
-        "n_test", "n_val", "n_resamples", "seed", "thresholds_from", "per_entity": {entity: {"auc", "auc_ci95",
+        "mean_auc_ci_resampled", "n_test", "n_val", "n_resamples", "seed", "thresholds_from",
+        "per_entity": {entity: {"auc", "auc_ci95",
         "auc_ci_resamples", "f1", "precision", "recall", "threshold", "accuracy", "brier", "ece", "n_pos", "n_neg",
         "n_pos_val", "n_neg_val", "reason"}}}.
     """
@@ -541,7 +581,7 @@ def evaluate_predictions(
             f"{len(entities)} entities, but test has {test_scores.shape[1]} columns and val {val_scores.shape[1]}"
         )
     aucs, ci_low, ci_high, ci_used = _bootstrap(test_scores, test_labels, n_resamples, seed, None)
-    mean, mean_low, mean_high = bootstrap_mean_auc(test_scores, test_labels, n_resamples, seed)
+    mean, mean_low, mean_high = bootstrap_mean_auc(test_scores, test_labels, n_resamples, seed, groups=groups)
     thresholds = choose_thresholds(val_scores, val_labels)
     at_threshold = threshold_metrics(test_scores, test_labels, thresholds)
     brier, ece = calibration(test_scores, test_labels)
@@ -587,6 +627,7 @@ def evaluate_predictions(
     return {
         "mean_auc": _number(mean),
         "mean_auc_ci95": None if np.isnan(mean_low) else [float(mean_low), float(mean_high)],
+        "mean_auc_ci_resampled": "images" if groups is None else "groups",
         "n_entities_with_auc": n_with_auc,
         "n_entities": len(entities),
         "accuracy": _number(at_threshold["overall_accuracy"]),

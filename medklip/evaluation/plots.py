@@ -214,6 +214,58 @@ def plot_pointing_game(grounding: Mapping, path: str | Path) -> Path:
     return _save(figure, path)
 
 
+def plot_prevalence_shift(shift: Mapping, path: str | Path, limit: int = 25) -> Path:
+    """Bars of the largest label-prevalence changes since the champion's training data (`evaluation.drift`).
+
+    Entities that moved (beyond the threshold, and p below alpha) are red; the threshold is drawn as dashed lines.
+
+    Args:
+        shift: a `medklip.evaluation.drift.prevalence_shift` result.
+        path: PNG to write.
+        limit: bars drawn, largest changes first.
+
+    Returns:
+        The path written.
+    """
+    rows = [row for row in shift["rows"] if row["difference"] is not None][:limit][::-1]  # largest on top
+    figure = Figure(figsize=(9.0, max(3.2, 1.4 + 0.26 * len(rows))))
+    axes = figure.add_subplot()
+    if rows:
+        positions = np.arange(len(rows))
+        differences = np.array([row["difference"] for row in rows], dtype=float)
+        colors = ["tab:red" if row["moved"] else "tab:gray" for row in rows]
+        axes.barh(positions, differences, height=0.7, color=colors, edgecolor="none")
+        for sign in (-1, 1):
+            axes.axvline(sign * shift["threshold"], color="black", linestyle="--", linewidth=0.8)
+        axes.axvline(0, color="black", linewidth=0.6)
+        axes.set_yticks(positions, [_label(row["entity"]) for row in rows])
+        axes.set_ylim(-0.6, len(rows) - 0.4)
+        numbers = [
+            f"{row['reference']:.3f} -> {row['current']:.3f}  p={row['p_value']:.1g}" if row["p_value"] is not None
+            else f"{row['reference']:.3f} -> {row['current']:.3f}"
+            for row in rows
+        ]  # fmt: skip
+        _number_column(axes, positions, numbers, "before -> now     p")
+        limit_x = max(float(np.abs(differences).max()), shift["threshold"]) * 1.15
+        axes.set_xlim(-limit_x, limit_x)
+        legend = [
+            Patch(color="tab:red", label=f"moved (|change| > {shift['threshold']:g}, p < {shift['alpha']:g})"),
+            Patch(color="tab:gray", label="within noise or threshold"),
+        ]
+        axes.legend(handles=legend, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, fontsize=8, frameon=False)
+    else:
+        axes.set_yticks([])
+        _message(axes, "No prevalence to compare")
+    axes.set_xlabel("prevalence now - prevalence in the champion's training data (share of images, label present)")
+    moved = len(shift["moved"])
+    figure.suptitle(
+        f"Label drift: {moved} {'entity' if moved == 1 else 'entities'} moved ({shift['n_reference']} -> "
+        f"{shift['n_current']} training images)",
+        fontsize=10,
+    )
+    return _save(figure, path)
+
+
 def _most_positive(labels: np.ndarray, top: int) -> np.ndarray:
     """Column indices of the `top` columns with the most 1 labels among those with both a 1 and a 0 (-1 ignored)."""
     positives = (labels == 1).sum(axis=0)  # (E,)

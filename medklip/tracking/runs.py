@@ -7,10 +7,12 @@
 
 A training run holds the resolved config flattened as params, tags with the data fingerprint, the data source, the
 extractor and its output's hash and the git commit, per-step loss and learning rate, per-epoch training and
-validation metrics, `config.json`, `history.jsonl`, and the best model as an MLflow pyfunc (`medklip.tracking.pyfunc`:
-code from `mlflow_model.py` plus the safetensors weights, with a signature and an input example; nothing pickled).
-Evaluation adds `mean_auc`, `accuracy`, `auc/<entity>`..., `metrics.json`, `predictions.parquet` (what the
-registry's promotion gate compares), plots and a few heatmaps. The experiment is `MLFLOW_EXPERIMENT_NAME` (default
+validation metrics, `config.json`, `history.jsonl`, the label prevalence of the train split
+(`data/label_prevalence.json` and `.csv`: what the registry's drift report compares), and the best model as an MLflow
+pyfunc (`medklip.tracking.pyfunc`: code from `mlflow_model.py` plus the safetensors weights, with a signature and an
+input example; nothing pickled). Evaluation adds `mean_auc`, `accuracy`, `auc/<entity>`... of the report split
+(test), `gate_mean_auc`, `metrics.json`, `predictions.parquet`, `gate_predictions.parquet` (the promotion split:
+what the registry's gate compares), plots and a few heatmaps. The experiment is `MLFLOW_EXPERIMENT_NAME` (default
 `medklip`).
 
 Failures: an unreachable server or an artifact store that refuses writes stops `medklip train` before it trains
@@ -200,6 +202,9 @@ def data_tags(data_dir: str | Path, boxes: str | Path | None = None) -> dict[str
         tags["medklip.data_fingerprint"] = str(manifest.get("fingerprint"))
         tags["medklip.data_source"] = redact(str(manifest.get("source")))
         tags["medklip.data_images"] = str(manifest.get("n_images"))
+        tags["medklip.split_scheme"] = split_scheme(manifest)
+        grouping = manifest.get("grouping") or {}
+        tags["medklip.split_grouping"] = str(grouping.get("key") or "image id (no patient or study id)")
     triplets = root / "triplets.parquet"
     if triplets.is_file():
         tags["medklip.extractor"] = str(read_summary(triplets).get("extractor"))
@@ -207,6 +212,47 @@ def data_tags(data_dir: str | Path, boxes: str | Path | None = None) -> dict[str
     if boxes and Path(boxes).is_file():
         tags["medklip.boxes_sha256"] = file_sha256(boxes)
     return tags
+
+
+def split_scheme(manifest: dict) -> str:
+    """What decides each row's split (source, seed, fractions, grouping key, format) as one JSON string: two
+    folders with the same scheme put a given patient in the same split (the assignment is a hash of the group)."""
+    settings = manifest.get("settings") or {}
+    scheme = {key: settings.get(key) for key in ("split_seed", "val_fraction", "test_fraction", "gate_fraction")}
+    scheme.update(source=redact(str(manifest.get("source"))), format=manifest.get("format"))
+    scheme["grouping"] = (manifest.get("grouping") or {}).get("key")
+    return json.dumps(scheme, sort_keys=True)
+
+
+PREVALENCE_FILE = "data/label_prevalence.json"
+
+
+def training_prevalence(data_dir: str | Path) -> dict | None:
+    """The label prevalence of a prepared folder's train split (`medklip.evaluation.drift.label_prevalence`), with
+    the folder and its fingerprint; None when the folder or its triplets cannot be read."""
+    from medklip.data.prepare import PreparedData
+    from medklip.data.sources import DataError
+    from medklip.evaluation.drift import label_prevalence
+    from medklip.labels.extract import load_labels
+
+    try:
+        data = PreparedData(data_dir)
+        labels = load_labels(data)["existence"][data.rows("train")]
+    except (DataError, OSError, ValueError):
+        return None
+    fingerprint = data.manifest.get("fingerprint")
+    return {"split": "train", "data_dir": str(data.root.resolve()), "data_fingerprint": fingerprint,
+            **label_prevalence(labels)}  # fmt: skip
+
+
+def log_prevalence(client: MlflowClient, run_id: str, prevalence: dict) -> None:
+    """`data/label_prevalence.json` (what the registry reads) and a `.csv` beside it (for people)."""
+    client.log_text(run_id, json.dumps(prevalence, indent=2), PREVALENCE_FILE)
+    lines = ["entity,n_pos,n_neg,n_unlabelled,prevalence"]
+    for entity, counts in prevalence["entities"].items():
+        share = "" if counts["prevalence"] is None else f"{counts['prevalence']:.6f}"
+        lines.append(f"{entity},{counts['n_pos']},{counts['n_neg']},{counts['n_unlabelled']},{share}")
+    client.log_text(run_id, "\n".join(lines) + "\n", PREVALENCE_FILE.replace(".json", ".csv"))
 
 
 # --- metrics in the background ------------------------------------------------------------------------------------
@@ -396,6 +442,9 @@ class TrainingRun:
             client.set_tag(run_id, "medklip.error", str(error)[:5000])
             client.set_terminated(run_id, "FAILED")
             raise
+        prevalence = training_prevalence(data_dir)
+        if prevalence is not None:  # without triplets training fails next, with its own clear error
+            log_prevalence(client, run_id, prevalence)
         return run_id
 
     def log_metrics(self, values: dict, step: int) -> None:
@@ -434,6 +483,8 @@ def evaluation_metrics(metrics: dict) -> dict[str, float]:
     flat = {key: metrics.get(key) for key in ("mean_auc", "accuracy", "n_test", "n_entities_with_auc")}
     if metrics.get("mean_auc_ci95"):
         flat["mean_auc_ci95_low"], flat["mean_auc_ci95_high"] = metrics["mean_auc_ci95"]
+    promotion = metrics.get("promotion") or {}
+    flat["gate_mean_auc"], flat["gate_n"] = promotion.get("mean_auc"), promotion.get("n")
     for entity, values in metrics.get("per_entity", {}).items():
         for name in ("auc", "f1"):
             flat[f"{name}/{entity}"] = values.get(name)
@@ -473,7 +524,8 @@ def log_evaluation(weights: str | Path, out: str | Path, metrics: dict, tags: di
         send_pending(client, run_id, weights.parent)
         client.log_batch(run_id, metrics=_metrics(evaluation_metrics(metrics), step=0))
         client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
-        for path in sorted(out.glob("*.png")) + [out / "metrics.json", out / "predictions.parquet"]:
+        tables = [out / "metrics.json", out / "predictions.parquet", out / "gate_predictions.parquet"]
+        for path in sorted(out.glob("*.png")) + tables:
             if path.is_file():
                 client.log_artifact(run_id, str(path), "evaluation")
         for path in sorted((out / "heatmaps").glob("*.png"))[:heatmaps]:

@@ -4,6 +4,12 @@
 epoch with `validation_score(scores, labels)` (the entry point passes `medklip.evaluation.metrics.mean_auc`: training
 does not import evaluation), keeps the best model and a resumable training state. Only rank 0 writes.
 
+Split roles (`medklip.data.prepare.SPLIT_ROLES`): training reads `train` (to learn) and `val` (to choose model_best
+and for early stopping) and nothing else: the `gate` split, which the registry's promotion gate compares on, and
+`test`, which is only reported, are never opened here. Selection by `val_mean_auc` (the default) refuses a val split
+that is empty or where no entity has both classes, rather than keep the first epoch silently; `train.select_by=
+train_loss` is the explicit option for data without a usable val split (model_best is then the lowest training loss).
+
 Resume, exactly. A run killed at any moment and started again with the same command ends with the same weights as a
 run never interrupted (byte for byte with `--deterministic`), because:
 
@@ -198,6 +204,14 @@ class Trainer:
             raise DataError(
                 f"{data.root}: the val split is empty, and model_best is chosen on it (train.select_by=val_mean_auc); "
                 "prepare with a validation fraction, or choose by training loss with --set train.select_by=train_loss"
+            )
+        val_labels = self.labels["existence"][self.val_set.row_numbers]
+        if settings.select_by == "val_mean_auc" and not ((val_labels == 1).any(0) & (val_labels == 0).any(0)).any():
+            # val_mean_auc would be undefined every epoch, and model_best would silently stay the first epoch's.
+            raise DataError(
+                f"{data.root}: no entity has both a positive and a negative label among the {len(self.val_set)} val "
+                "images, so val_mean_auc cannot choose model_best (train.select_by=val_mean_auc); prepare with a "
+                "larger validation fraction, or choose by training loss with --set train.select_by=train_loss"
             )
         drop_last = len(self.train_set) >= settings.batch_size * self.info.world_size
         self.loader, self.sampler = make_loader(

@@ -104,7 +104,7 @@ def test_distributed_sampler_partitions_the_split(prepared):
 
 
 def test_splits_are_disjoint_and_cover_the_data(prepared):
-    parts = [set(prepared.rows(split).tolist()) for split in ("train", "val", "test")]
+    parts = [set(prepared.rows(split).tolist()) for split in ("train", "val", "gate", "test")]
     assert sum(len(part) for part in parts) == len(prepared) and len(set().union(*parts)) == len(prepared)
     with pytest.raises(ValueError, match="unknown split"):
         prepared.rows("training")

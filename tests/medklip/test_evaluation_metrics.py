@@ -291,3 +291,42 @@ def test_paired_difference_without_any_entity_with_both_classes_is_undefined():
     assert result["difference"] is None and result["n_entities"] == 0
     with pytest.raises(ValueError):
         paired_mean_auc_difference(np.zeros((10, 3)), np.ones((10, 3)), labels, n_resamples=0)
+
+
+def test_grouped_resampling_draws_whole_patients_and_widens_intervals_of_correlated_images():
+    from medklip.evaluation.metrics import _draw_group_counts, group_index, paired_mean_auc_difference
+
+    groups = np.repeat([f"P{i}" for i in range(40)], 5)  # 40 patients, 5 images each
+    index = group_index(groups, len(groups))
+    counts = _draw_group_counts(np.random.default_rng(0), index, 50)  # (50, 200)
+    for patient in range(40):
+        members = counts[:, index == patient]
+        assert (members == members[:, :1]).all()  # a patient's images are drawn together, never apart
+    assert (counts.sum(axis=1) % 5 == 0).all()
+
+    # Five identical copies of each patient's image: resampling images pretends to 200 independent cases.
+    rng = np.random.default_rng(4)
+    labels = np.repeat(rng.choice([0, 1], size=(40, 4)), 5, axis=0).astype(np.int8)
+    strong = np.repeat(rng.uniform(size=(40, 4)), 5, axis=0) + 0.6 * labels
+    weak = np.repeat(rng.uniform(size=(40, 4)), 5, axis=0) + 0.2 * labels
+    by_image = paired_mean_auc_difference(strong, weak, labels, n_resamples=400, seed=2)
+    by_patient = paired_mean_auc_difference(strong, weak, labels, n_resamples=400, seed=2, groups=groups)
+    assert by_image["difference"] == by_patient["difference"]  # the point estimate does not depend on grouping
+    assert (by_image["resampled"], by_patient["resampled"], by_patient["n_groups"]) == ("images", "groups", 40)
+    width = lambda result: result["ci95"][1] - result["ci95"][0]  # noqa: E731
+    assert width(by_patient) > 1.6 * width(by_image)  # about sqrt(5) wider: 40 patients, not 200 cases
+    with pytest.raises(ValueError, match="one group per image"):
+        paired_mean_auc_difference(strong, weak, labels, n_resamples=10, groups=groups[:-1])
+
+
+def test_without_groups_the_intervals_are_the_image_bootstrap_as_before():
+    from medklip.evaluation.metrics import bootstrap_mean_auc
+
+    rng = np.random.default_rng(9)
+    labels = rng.choice([0, 1], size=(120, 3)).astype(np.int8)
+    scores = rng.uniform(size=labels.shape) + 0.5 * labels
+    singletons = [f"image{i}" for i in range(120)]
+    image_level = bootstrap_mean_auc(scores, labels, n_resamples=300, seed=5)
+    assert bootstrap_mean_auc(scores, labels, n_resamples=300, seed=5, groups=None) == image_level
+    grouped = bootstrap_mean_auc(scores, labels, n_resamples=300, seed=5, groups=singletons)
+    assert grouped[0] == image_level[0] and grouped[1] == pytest.approx(image_level[1], abs=0.03)

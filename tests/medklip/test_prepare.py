@@ -12,7 +12,7 @@ from PIL import Image
 
 from medklip.data.prepare import PrepareConfig, PreparedData, assign_splits, prepare
 from medklip.data.sources import DataError, open_source
-from tests.helpers import GOOD_REPORT, radiograph, write_reports
+from tests.helpers import GOOD_REPORT, radiograph, write_clean_folder, write_reports
 
 KEPT = {"good", "rgb", "sixteen_bit", "rgba", "palette", "cmyk", "large"}
 SKIPPED = {
@@ -180,3 +180,80 @@ def test_huggingface_source_from_a_locally_saved_dataset(tmp_path):
 def test_prepared_folder_is_required(tmp_path):
     with pytest.raises(DataError, match="not a prepared data folder"):
         PreparedData(Path(tmp_path))
+
+
+def several_images_per_patient(source: Path, patients: int = 30, per_patient: int = 4, column: str = "patient_id"):
+    """A folder source where every patient has several images with reports of their own (distinct texts, so the
+    shared-report fallback cannot be what keeps them together)."""
+    (source / "images").mkdir(parents=True)
+    rows = []
+    for patient in range(patients):
+        for view in range(per_patient):
+            name = f"images/p{patient}-{view}.png"
+            Image.fromarray(radiograph(80, 80, seed=patient * 10 + view)).save(source / name)
+            rows.append({"id": f"p{patient}-{view}", "image": name, "findings": f"Study {view} of patient {patient}.",
+                         column: f"P{patient:03d}"})  # fmt: skip
+    write_reports(source, rows, columns=("id", "image", "findings", "impression", column))
+    return rows
+
+
+def test_no_patient_crosses_a_split_and_the_manifest_names_the_key_and_the_roles(tmp_path):
+    several_images_per_patient(tmp_path / "source")
+    config = PrepareConfig(workers=1, short_side=64, val_fraction=0.2, test_fraction=0.2, gate_fraction=0.2)
+    manifest = prepare(f"folder://{tmp_path / 'source'}", tmp_path / "out", config)
+    table = PreparedData(tmp_path / "out").table
+    table["patient"] = table["id"].str.split("-").str[0]
+    assert (table.groupby("patient")["split"].nunique() == 1).all()  # every patient in exactly one split
+    assert set(table["split"]) == {"train", "val", "gate", "test"}
+    assert manifest["split_roles"] == {"train": "training", "val": "selection", "gate": "promotion", "test": "report"}
+    assert manifest["grouping"] == {"key": "patient_id", "n_groups": 30, "n_images_grouped_by_key": 120,
+                                    "n_images_by_fallback": 0, "fallback": None}  # fmt: skip
+    assert manifest["splits"] == table["split"].value_counts().reindex(["train", "val", "gate", "test"]).to_dict()
+    assert PreparedData(tmp_path / "out").split_roles["gate"] == "promotion"
+
+
+def test_patient_groups_before_study_and_a_source_without_either_says_it_fell_back(tmp_path):
+    rows = several_images_per_patient(tmp_path / "both", patients=20, per_patient=3)
+    for row in rows:
+        row["study_id"] = row["id"]  # one study per image: grouping by study would let patients cross splits
+    write_reports(tmp_path / "both", rows, columns=("id", "image", "findings", "impression", "patient_id", "study_id"))
+    config = PrepareConfig(workers=1, short_side=64, val_fraction=0.3, test_fraction=0.3)
+    manifest = prepare(f"folder://{tmp_path / 'both'}", tmp_path / "out-both", config)
+    assert manifest["grouping"]["key"] == "patient_id" and manifest["grouping"]["n_groups"] == 20
+    table = PreparedData(tmp_path / "out-both").table
+    assert (table.groupby(table["id"].str.split("-").str[0])["split"].nunique() == 1).all()
+
+    bare = prepare(f"folder://{write_clean_folder(tmp_path / 'bare', 12)}", tmp_path / "out-bare", config)
+    assert bare["grouping"]["key"] is None and bare["grouping"]["n_images_by_fallback"] == 12
+    assert "image id" in bare["grouping"]["fallback"]
+
+
+def test_a_gate_split_takes_train_rows_only_and_keeps_val_and_test_as_they_were():
+    keys = [f"group:p{i}" for i in range(4000)]
+    hashes = [f"h{i}" for i in range(4000)]
+    without = assign_splits(keys, hashes, 0.1, 0.1, seed=0)
+    with_gate = assign_splits(keys, hashes, 0.1, 0.1, seed=0, gate_fraction=0.15)
+    moved = [(a, b) for a, b in zip(without, with_gate, strict=True) if a != b]
+    assert moved and set(moved) == {("train", "gate")}
+    assert abs(with_gate.count("gate") / 4000 - 0.15) < 0.02
+    with pytest.raises(ValueError, match="gate_fraction"):
+        PrepareConfig(val_fraction=0.4, test_fraction=0.4, gate_fraction=0.2)
+
+
+def test_a_folder_prepared_before_gate_splits_still_reads_and_names_val_with_the_reason(clean_folder, tmp_path):
+    from medklip.data.prepare import promotion_split
+
+    prepare(f"folder://{clean_folder}", tmp_path / "out", PrepareConfig(workers=1, gate_fraction=0.0))
+    assert promotion_split(PreparedData(tmp_path / "out"))[0] == "val"  # a gate fraction of 0: no gate split
+    manifest = json.loads((tmp_path / "out/manifest.json").read_text())
+    for key in ("split_roles", "grouping"):
+        del manifest[key]
+    manifest["format"] = "medklip-prepared/2"
+    (tmp_path / "out/manifest.json").write_text(json.dumps(manifest))
+    table = pd.read_parquet(tmp_path / "out/reports.parquet").drop(columns=["split_group"])
+    table.to_parquet(tmp_path / "out/reports.parquet")
+    old = PreparedData(tmp_path / "out")
+    assert old.split_roles == {"train": "training", "val": "selection", "test": "report"}
+    assert len(old.rows("gate")) == 0 and len(old.split_groups()) == len(old)
+    split, reason = promotion_split(old)
+    assert split == "val" and "older release (medklip-prepared/2)" in reason and "optimistic" in reason
