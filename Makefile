@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export DO_NOT_TRACK ?= true
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 
 .PHONY: install run up deploy down test test-fast lint format bench constraints clean
 

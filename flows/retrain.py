@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -120,6 +121,26 @@ def summary_markdown(parameters: dict, outcomes: dict, metrics: dict, run_id: st
     return "\n".join(lines) + "\n"
 
 
+def stage_times(seconds: dict[str, float]) -> str:
+    """ "prepare 12.0 s, extract 1.5 s, ..., total 390.2 s" """
+    parts = [f"{stage} {value:.1f} s" for stage, value in seconds.items()]
+    return ", ".join([*parts, f"total {sum(seconds.values()):.1f} s"])
+
+
+def point_latest(root: Path, result: dict) -> dict[str, Path]:
+    """`data/latest`, `checkpoints/latest` and `results/latest` -> this run's folders (relative links), so the
+    README's next steps name paths that exist. Returns the links made."""
+    links = {}
+    for name, target in (("data", result["data"]), ("checkpoints", result["checkpoints"]),
+                         ("results", result["results"])):  # fmt: skip
+        link = root / name / "latest"
+        if link.is_symlink() or not link.exists():
+            link.unlink(missing_ok=True)
+            link.symlink_to(Path(target).name, target_is_directory=True)
+            links[name] = link
+    return links
+
+
 @flow(name="retrain", description="Prepare, extract, train, evaluate and register MedKLIP.", log_prints=True)
 def retrain(
     source: Annotated[
@@ -131,7 +152,8 @@ def retrain(
         ),
     ] = DEFAULT_SOURCE,
     preset: Annotated[
-        Literal["debug", "demo", "base"], Field(description="debug: seconds; demo: CPU minutes; base: paper, GPUs")
+        Literal["debug", "demo", "base"],
+        Field(description="debug: ~1-2 min on 2 cores; demo: ~8 min; base: the paper's, GPUs"),
     ] = "demo",
     epochs: Annotated[int | None, Field(ge=1, le=1000, description="Epochs (empty: the preset's)")] = None,
     batch_size: Annotated[
@@ -155,7 +177,8 @@ def retrain(
 
     Args:
         source: the data: folder://DIR (images + reports.csv), hf://NAME[?split=S], or synthetic://N?seed=S.
-        preset: debug (seconds, tests), demo (CPU, minutes), base (the paper's configuration, GPUs).
+        preset: debug (tests; about 1-2 minutes end to end on 2 cores), demo (CPU, about 8 minutes), base (the
+            paper's configuration, GPUs).
         epochs: training epochs; empty keeps the preset's.
         batch_size: batch size per process; empty keeps the preset's.
         lr: peak learning rate; empty keeps the preset's.
@@ -184,16 +207,28 @@ def retrain(
     if boxes:
         overrides += ["--set", f"train.boxes={root / boxes}"]  # an absolute path stays as it is
 
-    outcomes = {"prepare": steps.prepare(launcher, source, data_dir)}
-    outcomes["extract"] = steps.extract(launcher, data_dir, extractor, root / ".cache" / "extract")
-    run_id = steps.train(launcher, data_dir, save, preset, overrides, nodes, gpus_per_node)
+    seconds: dict[str, float] = {}  # wall time of each stage, printed at the end of the run
+
+    def timed(stage: str, call, *args):
+        start = time.monotonic()
+        try:
+            return call(*args)
+        finally:
+            seconds[stage] = round(time.monotonic() - start, 1)
+
+    outcomes = {"prepare": timed("prepare", steps.prepare, launcher, source, data_dir)}
+    outcomes["extract"] = timed("extract", steps.extract, launcher, data_dir, extractor, root / ".cache" / "extract")
+    run_id = timed("train", steps.train, launcher, data_dir, save, preset, overrides, nodes, gpus_per_node)
     outcomes["train"] = f"checkpoints in {save}"
-    metrics = steps.evaluate(launcher, save / "model_best.safetensors", data_dir, results)
+    metrics = timed("evaluate", steps.evaluate, launcher, save / "model_best.safetensors", data_dir, results)
     outcomes["evaluate"] = f"results in {results}"
     decision = None
     if promotion.register_model:
-        decision = steps.register(run_id, promotion.model_name, promotion.margin, promotion.resamples)
+        decision = timed(
+            "register", steps.register, run_id, promotion.model_name, promotion.margin, promotion.resamples
+        )
         outcomes["register"] = f"version {decision['version']}: {decision['alias']}"
+    logger.info("wall time per stage: %s", stage_times(seconds))
     parameters = {"source": source, "preset": preset, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                   "extractor": extractor, "boxes": boxes, "nodes": nodes, "gpus_per_node": gpus_per_node,
                   "backend": backend, "promotion": promotion.model_dump(), "workdir": str(root)}  # fmt: skip
@@ -208,7 +243,7 @@ def retrain(
         message += f"; {decision['name']} v{decision['version']} is {decision['alias']}"
     logger.info("retrain finished: %s", message)
     result = {"run_id": run_id, "checkpoints": str(save), "results": str(results), "metrics": metrics}
-    result["outcomes"] = outcomes
+    result.update(outcomes=outcomes, seconds=seconds, data=str(data_dir))
     result["decision"] = {k: v for k, v in (decision or {}).items() if k != "model_card"} or None
     return Completed(message=message, data=result)
 
@@ -240,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     result = state.result()
     metrics = result["metrics"]
+    links = point_latest(Path(args.workdir).resolve(), result)
     print(f"\nretrain: {state.message}")
+    print(f"  wall time    {stage_times(result['seconds'])}")
     print(f"  checkpoints  {result['checkpoints']}\n  results      {result['results']} (metrics.json, plots)")
     scored = [(entity, values) for entity, values in metrics["per_entity"].items() if values["auc"] is not None]
     for entity, values in sorted(scored, key=lambda item: -item[1]["n_pos"])[:6]:
@@ -257,8 +294,32 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"  MLflow   mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)")
     api = os.environ.get("PREFECT_API_URL")
-    print(f"  Prefect  {api.removesuffix('/api')}" if api else "  Prefect  make up  (then http://127.0.0.1:4200)")
+    if api:
+        print(f"  Prefect  {api.removesuffix('/api')} (this run is there)")
+    else:
+        print("  Prefect  this run used a temporary in-process server and is not kept; to see runs in the UI:")
+        print("           make up, then `source .stack/env` before `make run` (or start retrain-on-demand there)")
+    weights = Path(result["checkpoints"]) / "model_best.safetensors"
+    data = Path(result["data"])
+    if len(links) == 3:  # the README's next steps, with the links this run just made
+        weights, data = links["checkpoints"] / "model_best.safetensors", links["data"]
+    image = next(iter(sorted((Path(result["data"]) / "source" / "images").glob("*.png"))), None)
+    print('\nNext (README, "next steps"):')
+    print("  source .venv/bin/activate")
+    print(f"  medklip data inspect {_shown(data)}")
+    print(f"  medklip evaluate --weights {_shown(weights)} --data {_shown(data)} --out results/again")
+    if image is not None:
+        print(f"  medklip predict --weights {_shown(weights)} {_shown(data / 'source' / 'images' / image.name)}")
+    print("  medklip registry list")
     return 0
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the current folder when it is under it (as a user would type it)."""
+    try:
+        return str(Path(os.path.abspath(path)).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

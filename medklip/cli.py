@@ -149,6 +149,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from medklip.evaluation import evaluate
+    from medklip.evaluation.metrics import MIN_CASES_FOR_CI, too_few_for_ci
 
     if bool(args.data) == bool(args.labels):
         raise DataError("give --data PREPARED_DIR, or --labels FILE.csv with --label-map")
@@ -203,7 +204,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         key=lambda item: -item[1]["n_pos"],
     )
     for entity, values in scored[:15]:
-        print(f"  {entity:<18} AUC {values['auc']:.3f} ({interval(values['auc_ci95'])})  n_pos {values['n_pos']:>5}")
+        shown = (
+            f"n too small for a CI: < {MIN_CASES_FOR_CI}" if too_few_for_ci(values) else interval(values["auc_ci95"])
+        )
+        print(
+            f"  {entity:<18} AUC {values['auc']:.3f} ({shown})  n_pos {values['n_pos']:>5}  n_neg {values['n_neg']:>5}"
+        )
     if (metrics.get("grounding") or {}).get("n"):
         grounding = metrics["grounding"]
         print(

@@ -118,6 +118,12 @@ TAIL_ENTITY = "tail_abnorm_obs"  # any abnormal observation lemma outside the 73
 EXCLUDED_ENTITY = "excluded_obs"  # the EXCLUDED_OBSERVATIONS lemmas
 
 NORMAL_ENTITIES: tuple[str, ...] = ENTITIES[:8]
+# Entities that qualify a finding, a device or the study rather than name a finding: evaluation reports them but does
+# not list them among the findings it could not score (a reader expects findings there, not "tip" or "low").
+QUALIFIER_ENTITIES: tuple[str, ...] = (
+    *NORMAL_ENTITIES, "tip", "low", "borderline", "finding", "process", "abnormality", "disease", "expand", "aerate",
+    "crowd", "obscure", TAIL_ENTITY, EXCLUDED_ENTITY,
+)  # fmt: skip
 
 # adj_matrix.py:EXCLUDED_OBS. These lemmas describe change, size or context rather than a visual finding; MedKLIP
 # folds them all into the single `excluded_obs` class. No SYNONYMS phrase is allowed to equal one of them.

@@ -519,6 +519,16 @@ def _number(value: float) -> float | None:
     return None if value is None or np.isnan(value) else float(value)
 
 
+# Below this many positives or negatives, plots and the CLI show "n too small" instead of an entity's AUC interval:
+# resampling 4 negatives gives [1.00-1.00], which reads as certainty. metrics.json keeps the interval itself.
+MIN_CASES_FOR_CI = 10
+
+
+def too_few_for_ci(entry: dict) -> bool:
+    """Whether an entity's `per_entity` entry has fewer than `MIN_CASES_FOR_CI` positives or negatives."""
+    return min(entry.get("n_pos") or 0, entry.get("n_neg") or 0) < MIN_CASES_FOR_CI
+
+
 def _reason(entry: dict, n_resamples: int) -> str | None:
     """Why any number of an entity's `per_entity` entry is None, in words; None when all are present."""
     reasons = []

@@ -30,7 +30,8 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from medklip.vocabulary import ENTITIES
+from medklip.evaluation.metrics import MIN_CASES_FOR_CI, too_few_for_ci
+from medklip.vocabulary import ENTITIES, QUALIFIER_ENTITIES
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,13 @@ def plot_auc_per_entity(per_entity: Mapping[str, Mapping], path: str | Path) -> 
         ((entity, stats) for entity, stats in per_entity.items() if stats.get("auc") is not None),
         key=lambda item: item[1]["auc"],
     )  # ascending: barh draws the first at the bottom, so the best ends up on top
-    unscored = [entity for entity, stats in per_entity.items() if stats.get("auc") is None]
+    # Only findings a reader expects scored are listed as unscored; qualifier words ("tip", "low", "clear") are not.
+    unscored = [
+        entity for entity, stats in per_entity.items() if stats.get("auc") is None and entity not in QUALIFIER_ENTITIES
+    ]
+    qualifiers = [
+        entity for entity, stats in per_entity.items() if entity in QUALIFIER_ENTITIES and stats.get("auc") is None
+    ]
     count = len(scored)
 
     figure = Figure(figsize=(9.5, max(3.2, 1.4 + 0.26 * count)))
@@ -92,11 +99,14 @@ def plot_auc_per_entity(per_entity: Mapping[str, Mapping], path: str | Path) -> 
     if count:
         aucs = np.array([stats["auc"] for _, stats in scored], dtype=float)
         intervals = [stats.get("auc_ci95") for _, stats in scored]
-        has_ci = np.array([ci is not None and None not in ci for ci in intervals])
+        too_few = np.array([too_few_for_ci(stats) for _, stats in scored])
+        has_ci = np.array([ci is not None and None not in ci for ci in intervals]) & ~too_few
         low = np.array([ci[0] if ok else np.nan for ci, ok in zip(intervals, has_ci, strict=True)], dtype=float)
         high = np.array([ci[1] if ok else np.nan for ci, ok in zip(intervals, has_ci, strict=True)], dtype=float)
         colors = np.select(
-            [~has_ci, low > 0.5, high < 0.5], ["tab:gray", "tab:blue", "lightcoral"], default="lightsteelblue"
+            [too_few, ~has_ci, low > 0.5, high < 0.5],
+            ["silver", "tab:gray", "tab:blue", "lightcoral"],
+            default="lightsteelblue",
         )
         positions = np.arange(count)
         axes.barh(positions, aucs, height=0.7, color=colors, edgecolor="none")
@@ -108,8 +118,8 @@ def plot_auc_per_entity(per_entity: Mapping[str, Mapping], path: str | Path) -> 
         axes.set_yticks(positions, [_label(entity) for entity, _ in scored])
         axes.set_ylim(-0.6, count - 0.4)
         numbers = []  # the exact values beside the bars
-        for (_, stats), lo, hi, ok in zip(scored, low, high, has_ci, strict=True):
-            interval = f"[{lo:.2f}-{hi:.2f}]" if ok else " " * 11
+        for (_, stats), lo, hi, ok, few in zip(scored, low, high, has_ci, too_few, strict=True):
+            interval = f"[{lo:.2f}-{hi:.2f}]" if ok else "n too small" if few else " " * 11
             cases = f"{stats.get('n_pos', '?'):>5} / {stats.get('n_neg', '?'):<5}"
             numbers.append(f"{stats['auc']:.2f} {interval}  {cases}")
         _number_column(axes, positions, numbers, "AUC  [95% CI]     pos / neg")
@@ -119,6 +129,7 @@ def plot_auc_per_entity(per_entity: Mapping[str, Mapping], path: str | Path) -> 
             ("lightsteelblue", "95% CI includes chance"),
             ("lightcoral", "95% CI below chance"),
             ("tab:gray", "no CI"),
+            ("silver", f"n too small: under {MIN_CASES_FOR_CI} positives or negatives, no CI shown"),
         )
         legend += [Patch(color=color, label=label) for color, label in kinds if (colors == color).any()]
         axes.legend(
@@ -137,7 +148,12 @@ def plot_auc_per_entity(per_entity: Mapping[str, Mapping], path: str | Path) -> 
     axes.set_title(title, fontsize=11, pad=22 if count else 6)  # room for the legend row above the bars
     if unscored:
         names = ", ".join(_label(entity) for entity in unscored)
-        note = textwrap.fill(f"Not scored: one class ({len(unscored)}): {names}", width=110)
+        note = f"Findings not scored (only one class among their test labels, {len(unscored)}): {names}."
+        if qualifiers:
+            note += (
+                f" Not listed: {len(qualifiers)} words that qualify a finding rather than name one (normal, tip, ...)."
+            )
+        note = textwrap.fill(note, width=110)
         axes.annotate(
             note,
             xy=(0, 0),

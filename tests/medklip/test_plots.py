@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from medklip.evaluation import plots
+from medklip.evaluation.metrics import MIN_CASES_FOR_CI
 from medklip.vocabulary import ENTITIES, entity_index
 
 
@@ -228,3 +229,40 @@ def test_pointing_game_plot_says_when_the_attention_was_trained_on_boxes(tmp_pat
         return int(((bottom.max(axis=-1) < 100).sum(axis=1) > 0).sum())
 
     assert ink_rows(supervised) > ink_rows(plain)
+
+
+def _texts_of_auc_plot(monkeypatch, tmp_path, stats) -> str:
+    """Every text the per-entity AUC figure draws (its numbers column, legend and footnote)."""
+    drawn = {}
+    save = plots._save
+
+    def keep(figure, path):  # read the texts before _save clears the figure
+        found = figure.findobj(match=lambda artist: hasattr(artist, "get_text"))
+        drawn["texts"] = [artist.get_text() for artist in found]
+        return save(figure, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_auc_per_entity(stats, tmp_path / "auc.png")
+    return "\n\n".join(drawn["texts"])
+
+
+def test_auc_plot_says_n_too_small_instead_of_a_certain_looking_interval(monkeypatch, tmp_path):
+    stats = {
+        "effusion": {"auc": 1.0, "auc_ci95": [1.0, 1.0], "n_pos": 12, "n_neg": 4},  # [1.00-1.00] on 4 negatives
+        "edema": {"auc": 0.8, "auc_ci95": [0.7, 0.9], "n_pos": 40, "n_neg": 60},
+    }
+    text = _texts_of_auc_plot(monkeypatch, tmp_path, stats)
+    assert "1.00 n too small" in text and "[1.00-1.00]" not in text
+    assert "0.80 [0.70-0.90]" in text  # enough cases: the interval is shown
+    assert f"under {MIN_CASES_FOR_CI} positives or negatives" in text
+
+
+def test_auc_plot_lists_only_findings_as_not_scored(monkeypatch, tmp_path):
+    stats = {
+        entity: {"auc": None, "auc_ci95": None, "n_pos": 0, "n_neg": 30} for entity in ("effusion", "tip", "clear")
+    }
+    stats["edema"] = {"auc": 0.8, "auc_ci95": [0.7, 0.9], "n_pos": 40, "n_neg": 60}
+    text = _texts_of_auc_plot(monkeypatch, tmp_path, stats)
+    footnote = next(line for line in text.split("\n\n") if "not scored" in line).replace("\n", " ")
+    assert "effusion" in footnote and "tip" not in footnote.split("Not listed")[0]
+    assert "clear" not in footnote.split("Not listed")[0] and "Not listed: 2 words" in footnote
