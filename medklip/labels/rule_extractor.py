@@ -256,9 +256,8 @@ def extract_sentence(sentence: str) -> list[Triplet]:
             continue
         # A post-cue with no finding before it reads forward ("Resolved interstitial edema").
         clause_cues = [
-            (start, end, "pre" + kind[4:]) if kind.startswith("post_") and start < mentions[0].start else cue
-            for cue in clause_cues
-            for start, end, kind in [cue]
+            (start, end, kind.replace("post_", "pre_", 1) if start < mentions[0].start else kind)
+            for start, end, kind in clause_cues
         ]
         for cue_start, cue_end, kind in clause_cues:
             if kind == "alternative":  # "atelectasis versus consolidation": readings of the finding observed
