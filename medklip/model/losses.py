@@ -84,11 +84,20 @@ class MedKLIPLoss(nn.Module):
         terms["loss"] = total
         return terms
 
-    def _position_loss(self, features, existence, positions, position_embeddings, draw) -> torch.Tensor:
+    def position_candidates(
+        self, existence: torch.Tensor, positions: torch.Tensor, draw: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which (image, entity) pairs the position term scores, and the positions it scores them against.
+
+        Returns:
+            valid: (B, 75) bool, present entities (of `entity_mask`) with at least one positive position.
+            candidates: (N, 1 + k) position indices for the N valid pairs in row-major order, the positive first;
+                k = `num_negatives`, or fewer where some pair has fewer non-positive positions. None if N = 0.
+        """
         positive = positions.permute(0, 2, 1) == 1  # (B, 75, 51)
         valid = (existence == 1) & self.entity_mask & positive.any(-1)  # (B, 75)
         if not valid.any():
-            return features.sum() * 0.0
+            return valid, None
         positive = positive[valid]  # (N, 51)
         generator = torch.Generator(device="cpu").manual_seed((self.seed * 1_000_003 + draw) % 2**64)
         scores = torch.rand(positive.shape, generator=generator).to(positive.device)  # (N, 51)
@@ -96,7 +105,12 @@ class MedKLIPLoss(nn.Module):
         chosen_positive = scores.masked_fill(~positive, -1.0).argmax(-1, keepdim=True)  # (N, 1)
         k = min(self.config.num_negatives, int((~positive).sum(-1).min()))
         negatives = scores.masked_fill(positive, -1.0).topk(k, dim=-1).indices  # (N, k)
-        candidates = torch.cat([chosen_positive, negatives], dim=-1)  # (N, 1 + k): the positive first
+        return valid, torch.cat([chosen_positive, negatives], dim=-1)  # (N, 1 + k): the positive first
+
+    def _position_loss(self, features, existence, positions, position_embeddings, draw) -> torch.Tensor:
+        valid, candidates = self.position_candidates(existence, positions, draw)
+        if candidates is None:
+            return features.sum() * 0.0
         targets = position_embeddings[candidates].float()  # (N, 1 + k, H)
         logits = torch.einsum("nh,nkh->nk", features[valid].float(), targets)  # raw dot products
         return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
