@@ -91,6 +91,7 @@ def kill_plan(rng: random.Random, n_train: int, s: Scenario, improved: list[int]
     micro, steps = layout(n_train, s)
     total_micro, total_steps, a = micro * s.epochs, steps * s.epochs, s.accumulation
     inside = [g for g in range(total_micro) if g % micro]  # not the first micro-batch of an epoch
+    later = [g for g in inside if micro < g < total_micro - a]  # a later epoch's middle, not the last step's start
 
     def before_micro_batch(g: int, category: str) -> dict:
         rank = rng.randrange(s.world_size)
@@ -111,7 +112,7 @@ def kill_plan(rng: random.Random, n_train: int, s: Scenario, improved: list[int]
 
     named = {
         "inside epoch 0": lambda: before_micro_batch(rng.randrange(1, micro), "inside epoch 0"),
-        "inside a later epoch": lambda: before_micro_batch(rng.choice([g for g in inside if g > micro]), "later"),
+        "inside a later epoch": lambda: before_micro_batch(rng.choice(later), "later"),
         "right after an epoch boundary": after_epoch,
         "while a checkpoint is written": while_writing,
         "one step before the end": lambda: before_micro_batch(total_micro - a, "one step before the end"),
@@ -119,7 +120,14 @@ def kill_plan(rng: random.Random, n_train: int, s: Scenario, improved: list[int]
     if a > 1:
         window = [g for g in inside if g % a]
         named["inside an accumulation window"] = lambda: before_micro_batch(rng.choice(window), "accumulation window")
-    plan = [draw() for draw in named.values()]
+    plan: list[dict] = []
+    for draw in named.values():  # each named moment gets a kill of its own: a shared key would merge two into one
+        kill = draw()
+        for _ in range(100):
+            if kill["key"] not in {k["key"] for k in plan}:
+                break
+            kill = draw()
+        plan.append(kill)
     while len({kill["key"] for kill in plan}) < s.kills:
         plan.append(rng.choice(list(named.values()))())
     unique = {kill["key"]: kill for kill in plan}
