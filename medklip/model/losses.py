@@ -8,10 +8,11 @@
 - position: for each present entity with a known position, InfoNCE over 1 positive and `num_negatives` negatives
   drawn uniformly from the positions that are not positive, scored by raw dot products with the frozen position
   embeddings (no temperature, no normalisation: as the paper). Entities without any positive position are skipped.
-- box (only when training has boxes, `train.boxes`; not in MedKLIP): for each (image, entity) with a box in view,
-  -log of the share of its cross-attention (averaged over heads and decoder layers, as the heatmaps; the sink left
-  out) that falls on the patch tokens inside the box (`batch["box_mask"]`, `medklip.data.boxes`), summed and divided by
-  the batch size: a batch with few boxes pulls less than one with many, never as hard as if every image had them.
+- box (only when training has boxes, `train.boxes`; not in MedKLIP): for each (image, entity) with a box in view, -log
+  of the share of its cross-attention (averaged over heads and decoder layers, as the heatmaps; the sink left out;
+  before attention dropout, so the target carries no train-time noise) that falls on the patch tokens inside the box
+  (`batch["box_mask"]`, `medklip.data.boxes`), summed and divided by the batch size: a batch with few boxes pulls less
+  than one with many, never as hard as if every image had them.
 - semantic (optional, weight 0 by default, not in MedKLIP): 1 - cos(pooled image features, mean knowledge features of
   the image's present entities), for images with at least one present entity.
 

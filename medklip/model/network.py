@@ -138,12 +138,41 @@ class DecoderLayer(nn.Module):
         x = self.norm_self(queries)
         queries = queries + self.dropout(self.self_attention(x, x, x, need_weights=False)[0])  # (B, Q, D)
         x = self.norm_cross(queries)
-        attended, weights = self.cross_attention(x, memory, memory, need_weights=need_weights)  # weights: (B, Q, T)
-        if weights is not None and self.cross_attention.bias_k is not None:
-            weights = weights[..., :-1]  # (B, Q, T + 1) -> (B, Q, T): the sink is no patch
+        if need_weights:
+            attended, weights = self._cross_attention_with_weights(x, memory)  # weights: (B, Q, T)
+        else:
+            attended, weights = self.cross_attention(x, memory, memory, need_weights=False)[0], None
         queries = queries + self.dropout(attended)
         queries = queries + self.dropout(self.ffn(self.norm_ffn(queries)))
         return queries, weights
+
+    def _cross_attention_with_weights(self, x: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`self.cross_attention(x, memory, memory)` computed step by step, with the same parameters and dropout, to
+        return the attention weights before dropout: `nn.MultiheadAttention` returns them after it, and a grounding
+        target (the box term, the heatmaps) should not carry train-time noise. (B, Q, T): mean over heads, sink
+        left out."""
+        mha = self.cross_attention
+        batch, heads, width = x.shape[0], mha.num_heads, mha.embed_dim
+        w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = mha.in_proj_bias.chunk(3)
+        q = nn.functional.linear(x, w_q, b_q)  # (B, Q, D)
+        k = nn.functional.linear(memory, w_k, b_k)  # (B, T, D)
+        v = nn.functional.linear(memory, w_v, b_v)
+        if mha.bias_k is not None:  # the sink: one learned key/value after the patches, as add_bias_kv places it
+            k = torch.cat([k, mha.bias_k.expand(batch, 1, width)], dim=1)
+            v = torch.cat([v, mha.bias_v.expand(batch, 1, width)], dim=1)
+
+        def split(t: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, heads, L, D / heads)
+            return t.unflatten(-1, (heads, width // heads)).transpose(1, 2)
+
+        q, k, v = split(q), split(k), split(v)
+        weights = torch.softmax(q @ k.transpose(-2, -1) * (width // heads) ** -0.5, dim=-1)  # (B, heads, Q, T [+1])
+        dropped = nn.functional.dropout(weights, p=mha.dropout, training=self.training)
+        attended = mha.out_proj((dropped @ v).transpose(1, 2).flatten(-2))  # (B, Q, D)
+        weights = weights.mean(dim=1)
+        if mha.bias_k is not None:
+            weights = weights[..., :-1]  # (B, Q, T + 1) -> (B, Q, T): the sink is no patch
+        return attended, weights
 
 
 class MedKLIP(nn.Module):

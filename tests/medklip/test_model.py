@@ -149,3 +149,55 @@ def test_negative_control_recomputation_in_train_mode_updates_batch_norm_twice(m
 def test_wrong_knowledge_shapes_are_refused():
     with pytest.raises(ValueError, match="75 entity and 51 position"):
         MedKLIP(load_config("debug").model, torch.zeros(70, 8), torch.zeros(51, 8))
+
+
+@pytest.mark.parametrize("sink", [True, False])
+def test_the_attention_returned_is_the_one_before_dropout(sink):
+    """The box term and the heatmaps read `out["attention"]`: it must be the softmax the queries computed, not the
+    dropped-out copy that `nn.MultiheadAttention` returns, while the layer's output keeps the same dropout."""
+    from medklip.model.network import DecoderLayer
+
+    rng = torch.Generator().manual_seed(7)
+    for trial in range(4):  # seeded random widths, lengths and dropout rates
+        heads = [1, 2, 4][int(torch.randint(3, (1,), generator=rng))]
+        width = heads * int(torch.randint(2, 9, (1,), generator=rng))
+        queries_n, tokens = 5, int(torch.randint(3, 20, (1,), generator=rng))
+        p = float(torch.empty(1).uniform_(0.2, 0.6, generator=rng))
+        torch.manual_seed(trial)
+        layer = DecoderLayer(width, heads, 2 * width, p, sink=sink)
+        x, memory = torch.randn(3, queries_n, width, generator=rng), torch.randn(3, tokens, width, generator=rng)
+        mha = layer.cross_attention
+        layer.eval()  # no dropout: the step-by-step attention is nn.MultiheadAttention's, output and weights
+        ours, clean = layer._cross_attention_with_weights(x, memory)
+        theirs, their_weights = mha(x, memory, memory, need_weights=True)
+        assert torch.allclose(ours, theirs, atol=1e-5)
+        assert torch.allclose(clean, their_weights[..., :-1] if sink else their_weights, atol=1e-6)
+        layer.train()  # same RNG state: the same dropout mask on the output; the weights stay the clean ones
+        torch.manual_seed(100 + trial)
+        ours, weights = layer._cross_attention_with_weights(x, memory)
+        torch.manual_seed(100 + trial)
+        theirs, their_weights = mha(x, memory, memory, need_weights=True)
+        assert torch.allclose(ours, theirs, atol=1e-5)
+        assert torch.allclose(weights, clean, atol=1e-6)
+        # Negative control: what nn.MultiheadAttention returns in training carries the dropout, and the check above
+        # would catch it.
+        their_weights = their_weights[..., :-1] if sink else their_weights
+        assert not torch.allclose(their_weights, clean, atol=1e-3)
+
+
+def test_a_training_forward_returns_the_same_attention_as_an_evaluation_forward():
+    model = tiny()
+    images = torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8)
+    model.eval()
+    clean = model(images, return_attention=True)["attention"]
+    model.train()
+    for layer in model.modules():  # batch norm's training statistics would change the tokens themselves
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            layer.eval()
+    model.dropout.p = 0.0  # the token and head dropout too: only attention dropout is left to differ
+    for layer in model.layers:
+        layer.dropout.p = 0.0
+        layer.ffn[2].p = 0.0
+        layer.self_attention.dropout = 0.0
+    assert model.layers[0].cross_attention.dropout > 0
+    assert torch.allclose(model(images, return_attention=True)["attention"], clean, atol=1e-5)
