@@ -16,9 +16,9 @@ on the test set):
 - Thresholds for F1 and accuracy are chosen on the validation data only and applied unchanged to the test data.
 - 95% CIs are percentile bootstrap intervals: per entity by resampling that entity's labelled images; for the mean
   AUC by resampling test images jointly and averaging the entity AUCs defined in each resample.
-- Given `groups` (the patient or study of each image), the joint resampling draws whole groups (a cluster
-  bootstrap): images of one patient are correlated, and resampling them one by one would make intervals too narrow.
-  The mean-AUC interval and the paired comparison of two models (the registry's gate) take groups.
+- Given `groups` (the patient or study of each image), every resampling draws whole groups (a cluster bootstrap):
+  images of one patient are correlated, and resampling them one by one would make intervals too narrow. The
+  per-entity and mean-AUC intervals and the paired comparison of two models (the registry's gate) take groups.
 
 The bootstrap is vectorised: resampling with replacement gives each image an integer count, and the AUC of a resample
 is the count-weighted Mann-Whitney statistic, computed for a block of resamples at once from cumulative sums of the
@@ -177,16 +177,25 @@ def _draw_group_counts(rng: np.random.Generator, index: np.ndarray, n_resamples:
     return group_counts[:, index]  # (R, N)
 
 
-def _entity_bootstrap(layout: _Layout, n_resamples: int, seed: np.random.SeedSequence) -> np.ndarray:
-    """(R,) AUCs of resamples of this entity's labelled images; all NaN without both classes."""
+def _entity_bootstrap(
+    layout: _Layout, n_resamples: int, seed: np.random.SeedSequence, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """(R,) AUCs of resamples of this entity's labelled images; all NaN without both classes.
+
+    With `groups` ((N,) group numbers of all images) each resample draws whole groups among those that hold a
+    labelled image of this entity, as many as there are.
+    """
     aucs = np.full(n_resamples, np.nan)
     if layout.n_pos == 0 or layout.n_neg == 0:
         return aucs
     rng = np.random.default_rng(seed)
+    cells = None if groups is None else np.unique(groups[layout.rows], return_inverse=True)[1]  # (n,) per cell
     block = max(1, _BLOCK_CELLS // layout.n)
     for start in range(0, n_resamples, block):
         stop = min(start + block, n_resamples)
-        aucs[start:stop] = _resampled_aucs(layout, _draw_counts(rng, layout.n, stop - start))
+        size = stop - start
+        counts = _draw_counts(rng, layout.n, size) if cells is None else _draw_group_counts(rng, cells, size)
+        aucs[start:stop] = _resampled_aucs(layout, counts)
     return aucs
 
 
@@ -217,19 +226,25 @@ def _percentile_interval(resampled: np.ndarray) -> tuple[float, float, int]:
 
 
 def _bootstrap(
-    scores: np.ndarray, labels: np.ndarray, n_resamples: int, seed: int, workers: int | None
+    scores: np.ndarray,
+    labels: np.ndarray,
+    n_resamples: int,
+    seed: int,
+    workers: int | None,
+    groups: Sequence | np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(auc, ci_low, ci_high, resamples used), each (E,); the body of `bootstrap_auc`."""
     if n_resamples < 0:
         raise ValueError(f"n_resamples must be >= 0, got {n_resamples}")
     scores, labels = _check(scores, labels)
+    index = group_index(groups, len(scores))
     n_entities = scores.shape[1]
     layouts = [_layout(scores[:, e], labels[:, e]) for e in range(n_entities)]
     aucs = np.array([_layout_auc(layout) for layout in layouts])
     # One seed per entity: an entity's interval does not depend on the other columns or on the thread schedule.
     seeds = np.random.SeedSequence(seed).spawn(n_entities)
     resampled = _map(
-        lambda e: _entity_bootstrap(layouts[e], n_resamples, seeds[e]), range(n_entities), _workers(workers)
+        lambda e: _entity_bootstrap(layouts[e], n_resamples, seeds[e], index), range(n_entities), _workers(workers)
     )
     intervals = np.array([_percentile_interval(values) for values in resampled]).reshape(n_entities, 3)
     return aucs, intervals[:, 0], intervals[:, 1], intervals[:, 2].astype(np.int64)
@@ -242,11 +257,13 @@ def bootstrap_auc(
     seed: int = 0,
     *,
     workers: int | None = None,
+    groups: Sequence | np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC AUC per entity with a 95% percentile-bootstrap interval.
 
     Each entity uses only its labelled images (label 0 or 1). Its interval comes from `n_resamples` resamples, with
-    replacement, of those images; a resample that happens to hold one class only is skipped for that entity.
+    replacement, of those images (of their patients, given `groups`); a resample that happens to hold one class only
+    is skipped for that entity.
 
     Args:
         scores: (N, E) scores; any real values, only their order matters.
@@ -254,12 +271,13 @@ def bootstrap_auc(
         n_resamples: bootstrap resamples per entity; 0 skips the intervals (all NaN).
         seed: seeds the resampling; results do not depend on `workers`.
         workers: threads over entities; default all usable cores.
+        groups: (N,) patient (or study) of each image: whole groups are resampled. None: images.
 
     Returns:
         (auc, ci_low, ci_high), each (E,) float64; NaN where an entity lacks a class (or, for the interval, where no
         resample had both classes).
     """
-    aucs, low, high, _ = _bootstrap(scores, labels, n_resamples, seed, workers)
+    aucs, low, high, _ = _bootstrap(scores, labels, n_resamples, seed, workers, groups)
     return aucs, low, high
 
 
@@ -572,8 +590,8 @@ def evaluate_predictions(
         entities: the E column names.
         n_resamples: bootstrap resamples for every CI; 0 leaves the CIs None.
         seed: seeds the bootstrap.
-        groups: (N,) patient (or study) of each test image: the mean-AUC interval resamples whole groups (the
-            per-entity intervals resample images).
+        groups: (N,) patient (or study) of each test image: every interval (per entity and mean) resamples whole
+            groups.
 
     Returns:
         A JSON-ready dict (no NaN; undefined numbers are None):
@@ -590,7 +608,7 @@ def evaluate_predictions(
         raise ValueError(
             f"{len(entities)} entities, but test has {test_scores.shape[1]} columns and val {val_scores.shape[1]}"
         )
-    aucs, ci_low, ci_high, ci_used = _bootstrap(test_scores, test_labels, n_resamples, seed, None)
+    aucs, ci_low, ci_high, ci_used = _bootstrap(test_scores, test_labels, n_resamples, seed, None, groups)
     mean, mean_low, mean_high = bootstrap_mean_auc(test_scores, test_labels, n_resamples, seed, groups=groups)
     thresholds = choose_thresholds(val_scores, val_labels)
     at_threshold = threshold_metrics(test_scores, test_labels, thresholds)

@@ -330,3 +330,28 @@ def test_without_groups_the_intervals_are_the_image_bootstrap_as_before():
     assert bootstrap_mean_auc(scores, labels, n_resamples=300, seed=5, groups=None) == image_level
     grouped = bootstrap_mean_auc(scores, labels, n_resamples=300, seed=5, groups=singletons)
     assert grouped[0] == image_level[0] and grouped[1] == pytest.approx(image_level[1], abs=0.03)
+
+
+def test_the_per_entity_intervals_resample_whole_patients_too():
+    from medklip.evaluation.metrics import bootstrap_auc, evaluate_predictions
+
+    rng = np.random.default_rng(11)
+    for trial in range(3):  # seeded draws of the patient count, copies per patient and entity count
+        patients, copies, entities = int(rng.integers(30, 60)), int(rng.integers(3, 7)), int(rng.integers(2, 5))
+        groups = np.repeat([f"P{i}" for i in range(patients)], copies)
+        labels = np.repeat(rng.choice([0, 1], size=(patients, entities)), copies, axis=0).astype(np.int8)
+        labels[rng.uniform(size=labels.shape) < 0.1] = -1  # an unlabelled pair leaves its group for that entity
+        scores = np.repeat(rng.uniform(size=(patients, entities)), copies, axis=0) + 0.4 * np.maximum(labels, 0)
+        auc_i, low_i, high_i = bootstrap_auc(scores, labels, n_resamples=300, seed=trial)
+        auc_g, low_g, high_g = bootstrap_auc(scores, labels, n_resamples=300, seed=trial, groups=groups)
+        assert np.array_equal(auc_i, auc_g)  # the point estimate does not depend on grouping
+        # Copies of one image are one case: the image bootstrap is about sqrt(copies) too narrow.
+        assert ((high_g - low_g) > 1.3 * (high_i - low_i)).all(), (trial, high_g - low_g, high_i - low_i)
+        probabilities = 1 / (1 + np.exp(-scores))
+        report = evaluate_predictions(probabilities, labels, probabilities, labels, [f"e{e}" for e in range(entities)],
+                                      n_resamples=300, seed=trial, groups=groups)  # fmt: skip
+        # The report's intervals are the grouped ones (a monotone transform of the scores keeps every resample's AUC).
+        intervals = np.array([entry["auc_ci95"] for entry in report["per_entity"].values()])
+        assert np.allclose(intervals, np.stack([low_g, high_g], axis=1))
+        assert not np.allclose(intervals, np.stack([low_i, high_i], axis=1))
+        assert report["mean_auc_ci_resampled"] == "groups"
