@@ -93,8 +93,10 @@ class Progress:
 def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for fp32.
 
-    "auto" is bf16 on GPUs that support it and fp32 on CPUs: on this project's build machine (avx512_bf16) bf16
-    autocast measured slower than fp32 for every preset (base: 5.4 vs 7.0 img/s), so "bf16" forces it instead.
+    "auto" is bf16 on GPUs that support it and fp32 on CPUs; "bf16" forces it on a CPU. On an AVX512-BF16 build
+    machine bf16 trains `base` about 2x faster (`benchmarks/train_epoch.py --precision bf16`: 8.5 vs 4.0 img/s), but
+    an earlier machine measured it slower and training quality under CPU bf16 is not yet checked, so "auto" keeps
+    fp32 on CPUs.
     """
     if setting == "off":
         return None
