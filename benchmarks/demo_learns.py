@@ -1,6 +1,7 @@
 """Does the `demo` preset learn, and where does it look? Train on 2,000 synthetic images, score 400 of another seed.
 
     python benchmarks/demo_learns.py [--workdir /tmp/demo-learns] [--epochs 12] [--images 2000] [--boxes 0.1]
+        [--set train.amp=bf16 ...] [--no-baseline]
 
 Prepares `synthetic://2000?seed=0` (`--images` changes the count) and `synthetic://400?seed=99`, extracts triplets
 from both (rules), trains the `demo` preset with `medklip train` (timed), and scores `model_best.safetensors` on the
@@ -116,6 +117,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000, help="synthetic training images (the issue's 2,000)")
     parser.add_argument("--boxes", type=float, default=0.0, help="share of train images with boxes (0: none)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the reference decoder")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides for both")
     args = parser.parse_args()
     if not 0 <= args.boxes <= 1:
         parser.error(f"--boxes is a share of the training images, in [0, 1]; got {args.boxes}")
@@ -124,10 +126,12 @@ def main() -> None:
         medklip("data", "prepare", "--source", uri, "--out", str(work / name))
         medklip("extract", "--data", str(work / name))
     result: dict = {"train_images": args.images}
-    settings: tuple[str, ...] = ()
+    settings: tuple[str, ...] = tuple(args.set)
     if args.boxes:
         boxes, result["boxed_train_images"] = write_train_boxes(work, args.boxes)
-        settings = (f"train.boxes={boxes}",)
+        settings += (f"train.boxes={boxes}",)
+    if settings:
+        result["settings"] = list(settings)
     result.update(train_and_score(work, "checkpoints", args.epochs, *settings))
     if not args.no_baseline:
         reference = ("model.patch_stride=16", "model.attention_token_norm=false", "model.attention_sink=false")

@@ -13,21 +13,26 @@ the same batch of grey uint8 images and consistent labels (existence derived fro
   their decoder and their two loss terms; torch's default AdamW, no clipping.
 - ours: what `medklip train` runs per step (`Trainer.micro_batch` + `optimizer_step`): our model and loss (the
   position contrast only over present entities, negatives drawn in the step), channels_last, the trainer's AdamW
-  groups and gradient clipping, and the precision `--precision auto` picks: bf16 autocast where the device has
-  native bf16 matrix units (CUDA bf16; on CPUs AMX-BF16, checked by torch.cpu and oneDNN, and a measured bf16
-  matmul peak at least 2x the fp32 one), fp32 otherwise. On a CPU the product runs the bf16 choice with
-  `--set train.amp=bf16` (its `auto` is still fp32 on CPUs). With bf16 the line also has ours in fp32.
+  groups and gradient clipping, freed memory kept for reuse on CPUs (`medklip.training.allocator`), and the
+  precision `--precision auto` picks: bf16 autocast where the device has native bf16 matrix units (CUDA bf16; on
+  CPUs AMX-BF16, checked by torch.cpu and oneDNN, and a measured bf16 matmul peak at least 2x the fp32 one), fp32
+  otherwise. On a CPU the product runs the bf16 choice with `--set train.amp=bf16` (its `auto` is still fp32 on
+  CPUs). With bf16 the line also has ours in fp32.
 
 The limit, measured in the same run: the best GFLOP/s of torch's own matmul (square fp32 and bf16 products, the
 threads of the run), the FLOPs of one step (torch.utils.flop_counter.FlopCounterMode: convolutions, matmuls and
 their backward), and from them each step's utilisation of the peak of its precision (`mfu`) and the ceiling in
-img/s. Timings are interleaved (ours, reference, peak, repeated `--rounds` times) so that load from other processes
-hits all of them alike; the headline is each one's best round, with the median and the spread of the rounds beside.
+img/s. Each step runs in a process of its own (spawned, one computing at a time), because the allocator is a
+process's setting: the reference runs with glibc's default, as its authors run it, and once more with our setting
+(`reference_kept_memory_img_s`, so the line shows how much of the ratio is the memory policy and how much the step).
+Timings are interleaved (ours, reference, peak, repeated `--rounds` times) so that load from other processes hits
+all of them alike; the headline is each one's best round, with the median and the spread of the rounds beside.
 
 `--routes` measures each speed route on and off against the default, interleaved the same way, and prints a table:
 precision, channels_last, AdamW implementation, intra-op threads, batch size, the loss's position contrast over all
-(image, entity) pairs (the reference's) instead of the present ones, oneDNN off; `--compile-routes` adds
-torch.compile (inductor) of the decoder layers and of the whole model (compilation takes minutes on 2 cores).
+(image, entity) pairs (the reference's) instead of the present ones, oneDNN off, glibc's default allocator (at the
+run's batch size and at 48); `--compile-routes` adds torch.compile (inductor) of the decoder layers and of the whole
+model (compilation takes minutes on 2 cores).
 
 The last line printed is JSON: {"ours_img_s", "reference_img_s", "ratio", "peak_gflops", "mfu", ...}.
 """
@@ -35,9 +40,8 @@ The last line printed is JSON: {"ours_img_s", "reference_img_s", "ratio", "peak_
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import json
+import multiprocessing
 import resource
 import statistics
 import sys
@@ -56,6 +60,7 @@ import reference_step  # noqa: E402
 from medklip.config import Config, load_config  # noqa: E402
 from medklip.model.losses import MedKLIPLoss  # noqa: E402
 from medklip.model.network import MedKLIP  # noqa: E402
+from medklip.training.allocator import keep_freed_memory  # noqa: E402
 from medklip.training.trainer import parameter_groups  # noqa: E402
 
 TEXT_DIM = 768  # Bio_ClinicalBERT's width, as the base preset's knowledge embeddings
@@ -145,6 +150,7 @@ class Route:
     loss: str = "ours"  # "ours" or "full-contrast"
     onednn: bool = True
     compile: str = "off"  # "off", "decoder" (each decoder layer), "model" (the whole forward, backward by AOT)
+    keep_memory: bool = True  # the trainer's allocator setting on CPUs (medklip.training.allocator)
 
 
 class OurStep:
@@ -198,17 +204,63 @@ class TheirStep:
         self.step(self.batch)
 
 
-@contextlib.contextmanager
-def route_settings(route: Route):
-    threads, onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
+def apply_route_settings(route: Route, device: torch.device) -> None:
+    """A contestant's process-wide settings, made once at the start of its process."""
     if route.threads:
         torch.set_num_threads(route.threads)
     torch.backends.mkldnn.enabled = route.onednn
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.backends.mkldnn.enabled = onednn
+    if route.keep_memory and device.type == "cpu":
+        keep_freed_memory()
+
+
+def serve(connection, kind: str, route: Route, batch_size: int) -> None:
+    """A contestant's process: build its step, take one untimed step, then answer ("time", steps) with seconds per
+    step and ("flops",) with FLOPs per image until ("stop",)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    apply_route_settings(route, device)
+    batch = labelled_batch(batch_size)
+    step = OurStep(load_config("base"), route, device, batch) if kind == "ours" else TheirStep(device, batch)
+    step()  # warm-up: allocations, oneDNN primitive caches, compilation
+    connection.send("ready")
+    while (command := connection.recv())[0] != "stop":
+        if command[0] == "time":
+            connection.send(timed(step, command[1], device))
+        else:
+            connection.send(flops_per_image(step, batch_size))
+
+
+class Contestant:
+    """One step ("ours" with a `Route`, or "reference") in a process of its own, started with `spawn`: its
+    allocator, threads and oneDNN settings are its own, as when each is run (the reference as its authors run it
+    has glibc's default allocator; `medklip train` keeps freed memory on CPUs). Only one computes at a time: the
+    others wait on their pipe."""
+
+    def __init__(self, kind: str, route: Route, batch_size: int):
+        self.batch_size = batch_size
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=serve, args=(child, kind, route, batch_size), daemon=True)
+        self.process.start()
+
+    def ask(self, *command):
+        self.connection.send(command)
+        if not self.connection.poll(3600):
+            raise TimeoutError(f"contestant {self.process.pid} did not answer {command}")
+        return self.connection.recv()
+
+    def ready(self) -> None:
+        if self.connection.recv() != "ready":
+            raise RuntimeError("contestant failed to start")
+
+    def img_s(self, steps: int) -> float:
+        return self.batch_size / self.ask("time", steps)
+
+    def flops_per_image(self) -> float:
+        return self.ask("flops")
+
+    def close(self) -> None:
+        self.connection.send(("stop",))
+        self.process.join(60)
 
 
 def timed(step, steps: int, device: torch.device) -> float:
@@ -227,24 +279,17 @@ def flops_per_image(step, batch_size: int) -> float:
     return counter.get_total_flops() / batch_size
 
 
-def interleaved(contestants: dict, rounds: int, steps: int, device: torch.device) -> dict[str, list[float]]:
-    """{name: [img/s of each round]}: one warm-up step each, then rounds of every contestant in turn.
+def interleaved(contestants: dict, rounds: int, steps: int) -> dict[str, list[float]]:
+    """{name: [img/s of each round]}: rounds of every contestant in turn, after all have started and warmed up.
 
-    `contestants` maps a name to (step, batch size, route settings) or to a callable returning GFLOP/s (a peak)."""
+    `contestants` maps a name to a `Contestant` or to a callable returning GFLOP/s (a peak, measured here)."""
     for value in contestants.values():
-        if isinstance(value, tuple):
-            step, _, route = value
-            with route_settings(route):
-                step()  # warm-up: allocations, oneDNN primitive caches, compilation
+        if isinstance(value, Contestant):
+            value.ready()
     results: dict[str, list[float]] = {name: [] for name in contestants}
     for _ in range(rounds):
         for name, value in contestants.items():
-            if isinstance(value, tuple):
-                step, size, route = value
-                with route_settings(route):
-                    results[name].append(size / timed(step, steps, device))
-            else:
-                results[name].append(value())
+            results[name].append(value.img_s(steps) if isinstance(value, Contestant) else value())
     return results
 
 
@@ -257,7 +302,7 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 # --- routes ------------------------------------------------------------------------------------------------------
-def routes_table(config, default: Route, args, device) -> list[dict]:
+def routes_table(default: Route, args) -> list[dict]:
     """Each route against the default, interleaved: [{route, on, off, on_img_s, off_img_s, gain}]."""
     threads = torch.get_num_threads()
     variants = [
@@ -276,6 +321,14 @@ def routes_table(config, default: Route, args, device) -> list[dict]:
             Route(**{**vars(default), "loss": "full-contrast"}),
         ),
         ("oneDNN convolutions", "on", "off", default, Route(**{**vars(default), "onednn": False})),
+        ("freed memory kept", "kept", "glibc's default", default, Route(**{**vars(default), "keep_memory": False})),
+        (
+            "freed memory kept, batch size 48",
+            "kept",
+            "glibc's default",
+            Route(**{**vars(default), "batch_size": 48}),
+            Route(**{**vars(default), "batch_size": 48, "keep_memory": False}),
+        ),
     ]
     if args.compile_routes:
         variants += [
@@ -285,12 +338,9 @@ def routes_table(config, default: Route, args, device) -> list[dict]:
     table = []
     for name, on_label, off_label, on, off in variants:
         off = off or default
-        steps = {}
-        for label, route in (("on", on), ("off", off)):
-            size = route.batch_size or args.batch_size
-            with route_settings(route):
-                steps[label] = (OurStep(config, route, device, labelled_batch(size)), size, route)
-        result = interleaved(steps, args.rounds, args.steps, device)
+        steps = {label: Contestant("ours", route, route.batch_size or args.batch_size) for label, route in
+                 (("on", on), ("off", off))}  # fmt: skip
+        result = interleaved(steps, args.rounds, args.steps)
         row = {
             "route": name,
             "on": on_label,
@@ -302,8 +352,8 @@ def routes_table(config, default: Route, args, device) -> list[dict]:
         }
         print(json.dumps(row), flush=True)
         table.append(row)
-        del steps
-        gc.collect()
+        for step in steps.values():
+            step.close()
     return table
 
 
@@ -320,8 +370,6 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    config = load_config("base")
-    batch = labelled_batch(args.batch_size)
 
     fp32_peak = matmul_gflops(torch.float32, device)
     bf16_peak = matmul_gflops(torch.bfloat16, device)
@@ -329,23 +377,29 @@ def main() -> None:
     precision = {"auto": "bf16" if native else "fp32"}.get(args.precision, args.precision)
     default = Route(precision=precision)
 
-    ours = OurStep(config, default, device, batch)
-    theirs = TheirStep(device, batch)
-    contestants = {"ours": (ours, args.batch_size, default), "reference": (theirs, args.batch_size, Route())}
+    # The reference as its authors run it (glibc's default allocator), and with our allocator setting too: how much
+    # of the ratio is the process's memory policy and how much the step.
+    contestants = {
+        "ours": Contestant("ours", default, args.batch_size),
+        "reference": Contestant("reference", Route(keep_memory=False), args.batch_size),
+        "reference_kept_memory": Contestant("reference", Route(), args.batch_size),
+    }
     if precision == "bf16":
-        fp32_route = Route(precision="fp32")
-        contestants["ours_fp32"] = (OurStep(config, fp32_route, device, batch), args.batch_size, fp32_route)
+        contestants["ours_fp32"] = Contestant("ours", Route(precision="fp32"), args.batch_size)
     contestants["fp32_peak"] = lambda: matmul_gflops(torch.float32, device, sizes=(2048,), repeats=1)
     if precision == "bf16":
         contestants["bf16_peak"] = lambda: matmul_gflops(torch.bfloat16, device, sizes=(2048,), repeats=1)
-    results = interleaved(contestants, args.rounds, args.steps, device)
+    results = interleaved(contestants, args.rounds, args.steps)
     fp32_peak = max(fp32_peak, *results["fp32_peak"])
     if precision == "bf16":
         bf16_peak = max(bf16_peak, *results["bf16_peak"])
     peak = bf16_peak if precision == "bf16" else fp32_peak
 
-    ours_flops = flops_per_image(ours, args.batch_size)
-    reference_flops = flops_per_image(theirs, args.batch_size)
+    ours_flops = contestants["ours"].flops_per_image()
+    reference_flops = contestants["reference"].flops_per_image()
+    for value in contestants.values():
+        if isinstance(value, Contestant):
+            value.close()
     ours_img_s, reference_img_s = max(results["ours"]), max(results["reference"])
     result = {
         "ours_img_s": round(ours_img_s, 2),
@@ -361,6 +415,8 @@ def main() -> None:
         "reference_gflops_per_image": round(reference_flops / 1e9, 2),
         "fp32_peak_utilisation": round(ours_img_s * ours_flops / (fp32_peak * 1e9), 3),
         "reference_mfu": round(reference_img_s * reference_flops / (fp32_peak * 1e9), 3),
+        "reference_kept_memory_img_s": round(max(results["reference_kept_memory"]), 2),
+        "ratio_to_reference_kept_memory": round(ours_img_s / max(results["reference_kept_memory"]), 2),
         "ceiling_img_s": round(peak * 1e9 / ours_flops, 2),  # every FLOP at the matmul peak of ours' precision
         "fp32_ceiling_img_s": round(fp32_peak * 1e9 / ours_flops, 2),
     }
@@ -380,13 +436,13 @@ def main() -> None:
             "batch_size": args.batch_size,
             "rounds": args.rounds,
             "steps_per_round": args.steps,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mb": round(
+                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
+            ),  # the largest contestant
         }
     )
     if args.routes:
-        del ours, theirs, contestants
-        gc.collect()
-        result["routes"] = routes_table(config, default, args, device)
+        result["routes"] = routes_table(default, args)
     print(json.dumps(result))
 
 

@@ -57,6 +57,7 @@ from medklip.labels.extract import load_labels
 from medklip.model.losses import MedKLIPLoss
 from medklip.model.network import MedKLIP
 from medklip.training import distributed
+from medklip.training.allocator import keep_freed_memory
 from medklip.training.checkpoints import (
     CheckpointError,
     load_training_state,
@@ -175,6 +176,8 @@ class Trainer:
         self.config, self.save_dir, self.info, self.run = config, save_dir, info, run
         self.validation_score = validation_score
         settings = config.train
+        if info.device.type == "cpu":
+            keep_freed_memory()  # activations reuse the heap instead of fresh page-faulted mappings every step
         torch.manual_seed(settings.seed)  # model init: the same on every rank (DDP also broadcasts rank 0's)
         if settings.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic mode (GPUs)
