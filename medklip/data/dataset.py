@@ -10,7 +10,8 @@ The dataset implements `__getitems__`, so the DataLoader hands it a list of indi
 dict: `image` (B, 1, S, S) uint8 (the model scales it on its device), `row` (B,) row numbers in `reports.parquet`,
 plus any per-row `targets` arrays it was given (labels, from extraction). One code path for 1..N processes: the
 shuffled order is `EpochSampler`'s (DistributedSampler's permutation of (seed, epoch)); call
-`sampler.set_epoch(epoch)` and `dataset.set_epoch(epoch)` each epoch.
+`sampler.set_epoch(epoch)` each epoch: its (epoch, position) indices carry the epoch to the augmentation, so the
+loader's workers persist across epochs (`dataset.set_epoch` is for indexing the dataset directly).
 """
 
 from __future__ import annotations
@@ -75,20 +76,25 @@ class CXRDataset(Dataset):
         self.patch_stride = patch_stride
 
     def set_epoch(self, epoch: int) -> None:
-        """Changes the augmentation draws; call before creating the epoch's iterator."""
+        """Changes the augmentation draws of plain indices (`EpochSampler`'s pairs carry their own epoch)."""
         self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.row_numbers)
 
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+    def __getitems__(self, indices: list[int] | list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        """The batch of `indices`: positions in the split, drawn with `set_epoch`'s epoch, or (epoch, position)
+        pairs as `EpochSampler` yields them, which carry their epoch into persistent loader workers."""
+        epoch = self.epoch
+        if indices and isinstance(indices[0], tuple):
+            [epoch], indices = {pair[0] for pair in indices}, [pair[1] for pair in indices]
         rows = self.row_numbers[np.asarray(indices, dtype=np.int64)]
         images = [self.data.image(int(row)) for row in rows]
         if self.augment is None:
             params = [full_view(*image.shape) for image in images]
         else:
             params = [
-                sample_params(np.random.default_rng([self.seed, self.epoch, int(row)]), *image.shape, self.augment)
+                sample_params(np.random.default_rng([self.seed, epoch, int(row)]), *image.shape, self.augment)
                 for row, image in zip(rows, images, strict=True)
             ]
         batch = {"image": warp_batch(images, params, self.image_size), "row": torch.from_numpy(rows)}
@@ -131,7 +137,10 @@ class EpochSampler(Sampler[int]):
         self.start = start
 
     def __iter__(self):
-        return itertools.islice(iter(self.order), self.start, None)
+        """(epoch, position) pairs: the dataset draws each image's augmentation from its pair, so the loader's
+        workers can live across epochs (a copy of the dataset in a worker never sees `set_epoch`)."""
+        epoch = self.order.epoch
+        return ((epoch, index) for index in itertools.islice(iter(self.order), self.start, None))
 
     def __len__(self) -> int:
         return max(0, len(self.order) - self.start)
@@ -177,6 +186,10 @@ def make_loader(
         drop_last=drop_last,
         pin_memory=torch.cuda.is_available(),
         prefetch_factor=4 if num_workers > 0 else None,
+        # Workers started once, not every epoch: forking them from a trainer that holds gigabytes of heap (which
+        # `medklip.training.allocator` keeps) cost about a fifth of a CPU epoch in page-table copies and
+        # copy-on-write faults. Safe with `EpochSampler` only, whose indices carry the epoch.
+        persistent_workers=num_workers > 0 and isinstance(sampler, EpochSampler),
         # The loader draws its workers' base seed from this generator, not from the global RNG; nothing in a batch
         # depends on it (augmentation is drawn from (seed, epoch, image)).
         generator=torch.Generator().manual_seed(seed),

@@ -346,8 +346,7 @@ class Trainer:
     def train_epoch(self) -> int:
         """Trains the current epoch from where `Progress` stands to its end (or to max_steps); returns images seen."""
         p, settings = self.progress, self.config.train
-        self.train_set.set_epoch(p.epoch)
-        self.sampler.set_epoch(p.epoch, start=p.batch * settings.batch_size)
+        self.sampler.set_epoch(p.epoch, start=p.batch * settings.batch_size)  # its indices carry the epoch
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         images = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -80,14 +82,28 @@ def test_evaluation_view_has_no_randomness(prepared):
 
 
 def test_loader_with_workers_gives_the_same_batches_as_in_process(prepared):
+    """Over several epochs (drawn, with resume offsets), with the workers started once and kept: the epoch reaches
+    them through the sampler's indices, never through the dataset copies they hold."""
     dataset = CXRDataset(prepared, "train", image_size=64, augment=AugmentConfig())
-    in_process, _ = make_loader(dataset, batch_size=8, shuffle=True, num_workers=0, seed=3)
-    with_workers, _ = make_loader(dataset, batch_size=8, shuffle=True, num_workers=2, seed=3)
-    batches_a = list(in_process)
-    batches_b = list(with_workers)
-    assert sum(len(b["row"]) for b in batches_a) == len(dataset)
-    for a, b in zip(batches_a, batches_b, strict=True):
-        assert torch.equal(a["row"], b["row"]) and torch.equal(a["image"], b["image"])
+    in_process, sampler_a = make_loader(dataset, batch_size=8, shuffle=True, num_workers=0, seed=3)
+    with_workers, sampler_b = make_loader(dataset, batch_size=8, shuffle=True, num_workers=2, seed=3)
+    assert with_workers.persistent_workers
+    generator = random.Random(5)
+    plan = [(0, 0), (1, 0)] + [(generator.randrange(2, 50), 8 * generator.randrange(0, 3)) for _ in range(2)]
+    first_images = None
+    for epoch, start in plan:
+        sampler_a.set_epoch(epoch, start)
+        sampler_b.set_epoch(epoch, start)
+        batches_a, batches_b = list(in_process), list(with_workers)
+        assert sum(len(b["row"]) for b in batches_a) == len(dataset) - start
+        for a, b in zip(batches_a, batches_b, strict=True):
+            assert torch.equal(a["row"], b["row"]) and torch.equal(a["image"], b["image"])
+        if first_images is None:
+            first_images = {int(row): image for batch in batches_b for row, image in zip(batch["row"], batch["image"])}
+        else:  # a later epoch draws new views: workers that kept epoch 0's draws would fail here
+            assert all(not torch.equal(first_images[int(row)], image) for batch in batches_b
+                       for row, image in zip(batch["row"], batch["image"]))  # fmt: skip
+    assert dataset.epoch == 0  # nothing was set on the dataset itself
 
 
 def test_distributed_sampler_partitions_the_split(prepared):
