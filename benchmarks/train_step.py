@@ -241,6 +241,7 @@ class Contestant:
         self.connection, child = context.Pipe()
         self.process = context.Process(target=serve, args=(child, kind, route, batch_size), daemon=True)
         self.process.start()
+        child.close()  # the child's end lives in the child only: its exit then ends our reads with EOFError
 
     def ask(self, *command):
         self.connection.send(command)
@@ -249,8 +250,10 @@ class Contestant:
         return self.connection.recv()
 
     def ready(self) -> None:
-        if self.connection.recv() != "ready":
-            raise RuntimeError("contestant failed to start")
+        try:
+            self.connection.recv()
+        except EOFError:
+            raise RuntimeError(f"contestant {self.process.pid} exited building its step (error above)") from None
 
     def img_s(self, steps: int) -> float:
         return self.batch_size / self.ask("time", steps)
