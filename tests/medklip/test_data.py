@@ -98,11 +98,11 @@ def test_loader_with_workers_gives_the_same_batches_as_in_process(prepared):
         assert sum(len(b["row"]) for b in batches_a) == len(dataset) - start
         for a, b in zip(batches_a, batches_b, strict=True):
             assert torch.equal(a["row"], b["row"]) and torch.equal(a["image"], b["image"])
+        views = {int(r): image for batch in batches_b for r, image in zip(batch["row"], batch["image"], strict=True)}
         if first_images is None:
-            first_images = {int(row): image for batch in batches_b for row, image in zip(batch["row"], batch["image"])}
+            first_images = views
         else:  # a later epoch draws new views: workers that kept epoch 0's draws would fail here
-            assert all(not torch.equal(first_images[int(row)], image) for batch in batches_b
-                       for row, image in zip(batch["row"], batch["image"]))  # fmt: skip
+            assert all(not torch.equal(first_images[row], image) for row, image in views.items())
     assert dataset.epoch == 0  # nothing was set on the dataset itself
 
 
