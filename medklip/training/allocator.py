@@ -4,8 +4,8 @@ glibc's malloc serves a large request (over its mmap threshold: 128 KiB at first
 fresh `mmap` and gives it back to the kernel with `munmap` when torch frees it. A CPU training step allocates and
 frees each activation and gradient once, so every step maps them again and the kernel zero-fills every page on
 first touch: 43 million page faults in 8 steps of the `base` preset at batch 48. On the 2-core development
-machine the `base` step ran at 6.27 img/s with the memory kept against 4.57 without at batch 48, 6.38 against 5.67
-at batch 8 (`benchmarks/train_step.py --routes`, the "freed memory kept" rows, measure it again). torch's CUDA
+machine the `base` step ran at 6.44 img/s with the memory kept against 3.82 without at batch 48, 6.00 against 5.47
+at batch 8 (`benchmarks/train_step.py --routes`, the "freed memory kept" rows). torch's CUDA
 caching allocator does the same for GPU memory; this is its CPU counterpart, done with glibc's own switches (no
 preloaded allocator needed):
 
