@@ -5,9 +5,9 @@ fresh `mmap` and gives it back to the kernel with `munmap` when torch frees it. 
 frees each activation and gradient once, so every step maps them again and the kernel zero-fills every page on
 first touch: 43 million page faults in 8 steps of the `base` preset at batch 48. On the 2-core development
 machine the `base` step ran at 6.44 img/s with the memory kept against 3.82 without at batch 48, 6.00 against 5.47
-at batch 8 (`benchmarks/train_step.py --routes`, the "freed memory kept" rows). torch's CUDA
-caching allocator does the same for GPU memory; this is its CPU counterpart, done with glibc's own switches (no
-preloaded allocator needed):
+at batch 8 (`benchmarks/train_step.py --routes`, the "freed memory kept" rows). torch's CUDA caching allocator does
+the same for GPU memory; this is its CPU counterpart, done with glibc's own switches (no preloaded allocator
+needed):
 
 - `M_MMAP_MAX = 0`: no request is served by its own mapping; all come from the heap, which is reused.
 - `M_TRIM_THRESHOLD` at its maximum: free memory at the heap's top is not returned to the kernel.
